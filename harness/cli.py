@@ -1,0 +1,108 @@
+"""`cdbench` command line. Configuration errors print one line and exit 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, Sequence
+
+from .errors import ConfigError
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML file with any of the run settings (a [run] table or top-level keys)")
+    p.add_argument("--dataset", help="'builtin' (default), 'jsonschemabench', or a directory in the JSONSchemaBench layout")
+    p.add_argument("--subset", help="subset name(s), comma-separated (JSONSchemaBench: Github_easy, ...)")
+    p.add_argument("--schema", dest="schema_files", action="append", help="run on this JSON Schema file (repeatable)")
+    p.add_argument("--limit", type=int, help="first N tasks only")
+    p.add_argument("--engines", help="comma-separated engines (default: every installed one)")
+    p.add_argument("--samplers", help="comma-separated samplers (default: masking)")
+    p.add_argument("--seed", dest="seeds", help="seed or comma-separated seeds (default 0)")
+    p.add_argument("--temperature", type=float, help="0 = greedy (default)")
+    p.add_argument("--max-tokens", dest="max_tokens", type=int)
+    p.add_argument("--model", help="GGUF model path (default: Gemma 3 270M Q4_K_M from its PyPI package)")
+    p.add_argument("--n-ctx", dest="n_ctx", type=int)
+    p.add_argument("--lm-threads", dest="lm_threads", type=int)
+    p.add_argument("--whitespace", choices=["compact", "flexible"])
+    p.add_argument("--strict", dest="strict", action="store_true", default=None)
+    p.add_argument("--no-strict", dest="strict", action="store_false")
+    p.add_argument("--engine-threads", dest="engine_threads", type=int)
+    p.add_argument("--compile-timeout", dest="compile_timeout_s", type=float)
+    p.add_argument("--no-compile-guard", dest="compile_guard", action="store_false", default=None)
+    p.add_argument("--generation-timeout", dest="generation_timeout_s", type=float)
+    p.add_argument("--reports-dir", dest="reports_dir")
+    p.add_argument("--run-id", dest="run_id")
+    p.add_argument("--data-dir", dest="data_dir", help="root of the datasets (default $CDBENCH_DATA_DIR or ../shared/datasets)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+
+
+_NOT_CONFIG = {"command", "config", "func"}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import build_config, load_config_file
+    from .runner import run
+
+    file_values = load_config_file(args.config) if args.config else {}
+    flags = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+    cfg = build_config(file_values, flags)
+    bar = None
+    started = time.perf_counter()
+    if cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="case", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int, row: dict[str, Any]) -> None:
+        if bar is None:
+            return
+        bar.total = total
+        bar.set_postfix_str(f"{row['engine']} {row['task_id'][:28]} {row['compile_status']}/{row['finish_reason']}")
+        bar.update(1)
+
+    try:
+        run_dir = run(cfg, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print((run_dir / "summary.md").read_text(encoding="utf-8"))
+    print(f"wall time {time.perf_counter() - started:.1f} s; results in {run_dir}/")
+    return 0
+
+
+def cmd_engines(args: argparse.Namespace) -> int:
+    from .engines import ENGINES
+    from .environment import package_version
+
+    packages = {"xgrammar": "xgrammar", "llguidance": "llguidance", "outlines": "outlines-core", "llamacpp": "llama-cpp-python"}
+    for name in ENGINES.names():
+        try:
+            ENGINES.get(name)
+            state = f"installed ({packages.get(name, name)} {package_version(packages.get(name, name))})"
+        except ConfigError as exc:
+            state = f"NOT AVAILABLE: {exc}"
+        print(f"{name:12s} {state}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cdbench", description="Benchmark constrained decoding engines and samplers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="generate with a real model under each engine and score the outputs")
+    _add_run_flags(p_run)
+    p_run.set_defaults(func=cmd_run)
+    p_eng = sub.add_parser("engines", help="list engines and whether they are installed")
+    p_eng.set_defaults(func=cmd_engines)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"cdbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cdbench: interrupted; finished cases are in the run's rows.jsonl", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

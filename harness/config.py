@@ -1,0 +1,98 @@
+"""Run configuration: built-in defaults < TOML file < command-line flags.
+
+Every run writes the resolved config beside its results, so a run can be repeated.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_data_dir() -> Path:
+    """CDBENCH_DATA_DIR, else ../shared/datasets beside the repository."""
+    env = os.environ.get("CDBENCH_DATA_DIR")
+    return Path(env) if env else (REPO_ROOT.parent / "shared" / "datasets")
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "builtin"          # "builtin", "jsonschemabench", or a directory
+    subset: list[str] = field(default_factory=list)
+    limit: int | None = None
+    schema_files: list[str] = field(default_factory=list)
+    engines: list[str] = field(default_factory=list)  # empty = every installed engine
+    samplers: list[str] = field(default_factory=lambda: ["masking"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    temperature: float = 0.0
+    max_tokens: int = 256
+    model: str | None = None           # GGUF path; None = the default Gemma 3 270M
+    n_ctx: int = 4096
+    lm_threads: int | None = None      # None = all cores
+    whitespace: str = "compact"
+    strict: bool = True
+    engine_threads: int = 1
+    compile_timeout_s: float = 10.0
+    compile_guard: bool = True         # compile once in a forked child first (hang/crash guard)
+    generation_timeout_s: float = 60.0
+    reports_dir: str = "reports"
+    run_id: str | None = None
+    data_dir: str | None = None
+    bootstrap_seed: int = 0
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_LIST_FIELDS = {"subset", "schema_files", "engines", "samplers", "seeds"}
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    if name in _LIST_FIELDS:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: '{name}' must be a list or comma-separated string")
+        if name == "seeds":
+            try:
+                value = [int(v) for v in value]
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{where}: 'seeds' must be integers") from exc
+    return value
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not TOML: {exc}") from exc
+    table = raw.get("run", raw)
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown config key(s): {', '.join(unknown)}")
+    return {k: _coerce(k, v, str(path)) for k, v in table.items()}
+
+
+def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> RunConfig:
+    values = {**file_values, **{k: _coerce(k, v, "command line") for k, v in flag_values.items() if v is not None}}
+    cfg = RunConfig(**values)
+    if cfg.max_tokens < 1:
+        raise ConfigError(f"max_tokens must be >= 1, got {cfg.max_tokens}")
+    if cfg.whitespace not in ("compact", "flexible"):
+        raise ConfigError(f"whitespace must be 'compact' or 'flexible', got {cfg.whitespace!r}")
+    if cfg.temperature < 0:
+        raise ConfigError(f"temperature must be >= 0, got {cfg.temperature}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ConfigError(f"limit must be >= 1, got {cfg.limit}")
+    return cfg

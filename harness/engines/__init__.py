@@ -1,0 +1,14 @@
+"""Constraint engines. Adding one: a module with a ConstraintEngine subclass and a line here."""
+from ..registry import Registry
+from .base import Compiled, CompileError, ConstraintEngine, EngineOptions, Matcher, Unsupported
+
+ENGINES: Registry[ConstraintEngine] = Registry("engine")
+ENGINES.register("xgrammar", "harness.engines.xgrammar_engine:XGrammarEngine")
+ENGINES.register("llguidance", "harness.engines.llguidance_engine:LLGuidanceEngine")
+ENGINES.register("outlines", "harness.engines.outlines_engine:OutlinesEngine")
+ENGINES.register("llamacpp", "harness.engines.llamacpp_engine:LlamaCppGrammarEngine")
+
+DEFAULT_ENGINES = ["xgrammar", "llguidance", "outlines", "llamacpp"]
+
+__all__ = ["ENGINES", "DEFAULT_ENGINES", "Compiled", "CompileError", "ConstraintEngine",
+           "EngineOptions", "Matcher", "Unsupported"]

@@ -1,0 +1,107 @@
+"""The constraint-engine seam.
+
+`ConstraintEngine.compile(task)` gives a `Compiled` constraint; each `matcher()` of it is a
+fresh incremental checker. Matchers offer the full mask (token masking, ASAp), a
+non-mutating single-token check (AWRS), advance, rollback, fork (SMC, tries) and an
+accepting query. Unsupported features and compile errors are exceptions of two kinds
+here, which the runner turns into statuses, never crashes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from ..lm.base import TokenizerView
+from ..tasks.task import Task
+
+
+class Unsupported(Exception):
+    """The engine cannot express this task (a keyword, a grammar format it lacks)."""
+
+
+class CompileError(Exception):
+    """The engine tried and failed to compile the constraint."""
+
+
+class Matcher(Protocol):
+    def fill_mask(self, bitmask: np.ndarray) -> None:
+        """Write the allowed next tokens (EOS iff accepting) into a packed int32 bitmask."""
+
+    def check(self, token: int) -> bool:
+        """Is `token` allowed next? Leaves the state unchanged."""
+
+    def advance(self, token: int) -> bool:
+        """Consume `token`; return False (state unchanged) if it is not allowed."""
+
+    def rollback(self, n: int) -> None:
+        """Undo the last n advanced tokens."""
+
+    def fork(self) -> "Matcher":
+        """An independent copy at the same state."""
+
+    def is_accepting(self) -> bool:
+        """Is the text so far a complete member of the language (EOS allowed)?"""
+
+
+class Compiled(Protocol):
+    def matcher(self) -> Matcher: ...
+
+
+@dataclass
+class EngineOptions:
+    """Settings that change results; stored with every result row.
+
+    whitespace: "compact" forbids optional whitespace in JSON, "flexible" allows it.
+    strict: JSON-schema strictness (xgrammar strict_mode: no extra properties / items
+    unless the schema allows them explicitly); engines without the notion record it as-is.
+    threads: compile/mask threads inside the engine (1, as in MaskBench).
+    """
+
+    whitespace: str = "compact"
+    strict: bool = True
+    threads: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"whitespace": self.whitespace, "strict": self.strict, "threads": self.threads}
+
+
+class ConstraintEngine:
+    """Base class: subclasses set `name`, `kinds`, and implement `_compile`."""
+
+    name: ClassVar[str] = "engine"
+    kinds: ClassVar[frozenset[str]] = frozenset({"json_schema"})
+    grammar_format: ClassVar[str | None] = None  # the cfg format this engine takes
+
+    def __init__(self, tokenizer: TokenizerView, options: EngineOptions | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.options = options or EngineOptions()
+        if self.options.whitespace not in ("compact", "flexible"):
+            raise ValueError(f"whitespace must be 'compact' or 'flexible', not {self.options.whitespace!r}")
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting that changes this engine's results, engine-specific ones included."""
+        return self.options.as_dict()
+
+    def compile(self, task: Task) -> Compiled:
+        if task.kind not in self.kinds:
+            raise Unsupported(f"{self.name} does not take {task.kind} tasks")
+        if task.kind == "cfg" and (self.grammar_format is None or self.grammar_format not in task.grammars):
+            raise Unsupported(f"{self.name} needs a {self.grammar_format} grammar, task has {sorted(task.grammars)}")
+        return self._compile(task)
+
+    def _compile(self, task: Task) -> Compiled:
+        raise NotImplementedError
+
+    def export(self, compiled: Compiled) -> bytes | None:
+        """Bytes from which `load` rebuilds the compiled constraint, or None if the engine
+        cannot serialise. Lets the runner compile in a killable child process and use the
+        result in the parent instead of compiling twice."""
+        return None
+
+    def load(self, data: bytes) -> Compiled:
+        raise NotImplementedError

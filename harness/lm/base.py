@@ -1,0 +1,82 @@
+"""The language-model seam: a tokenizer view plus next-token scores for a token prefix.
+
+Engines are built from `TokenizerView` alone, so every engine sees the same vocabulary,
+taken from the model. Samplers only call `logits` / `logprobs`; implementations reuse
+their state (a llama.cpp KV cache, say) across calls that share a prefix, because AWRS,
+SMC and ASAp branch and backtrack.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TokenizerView:
+    """What engines need of a tokenizer: the bytes of every token id and the stop token.
+
+    token_bytes[i] is what token i contributes to the output text (b"" for control tokens).
+    eos_id is the single stop token the harness and every engine agree on.
+    special_ids are control tokens that never appear inside constrained text.
+    gguf_path, when set, lets an engine that needs the model's own vocabulary object
+    (llama.cpp grammars) load it in vocab-only mode.
+    encoder, when set, is the model's own tokenizer (bytes -> ids); engines that
+    tokenize forced text themselves (llguidance) use it so their choices match the model's.
+    """
+
+    token_bytes: tuple[bytes, ...]
+    eos_id: int
+    special_ids: frozenset[int] = field(default_factory=frozenset)
+    bos_id: int | None = None
+    name: str = "tokenizer"
+    gguf_path: str | None = None
+    encoder: Callable[[bytes], list[int]] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.token_bytes)
+
+    def decode(self, ids: Sequence[int]) -> bytes:
+        return b"".join(self.token_bytes[i] for i in ids if i != self.eos_id)
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    view: TokenizerView
+
+    def encode(self, text: str) -> list[int]:
+        """Tokenize plain text (no special tokens added)."""
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    """Next-token scores over the full vocabulary for a prompt + continuation prefix."""
+
+    name: str
+    tokenizer: TokenizerView
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """Prompt token ids for a chat, ending where the model's answer starts."""
+
+    def logits(self, prefix: Sequence[int]) -> np.ndarray:
+        """Raw next-token logits (float32, length vocab_size) after `prefix`.
+
+        The array may be a view into the model's buffer: valid until the next call.
+        """
+
+    def logprobs(self, prefix: Sequence[int]) -> np.ndarray:
+        """Log-probabilities normalised over the full vocabulary (a fresh array)."""
+
+    def info(self) -> dict[str, object]:
+        """Everything that identifies the model for results (path, sha256, settings)."""
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    m = np.max(x)
+    shifted = x - m
+    return shifted - np.log(np.sum(np.exp(shifted)))

@@ -1,0 +1,245 @@
+"""The runner: tasks x engines x samplers x seeds, one result row per case, written at once.
+
+Tasks are the outer loop, so the prompt's KV cache is shared by every engine and sampler
+run on the same task. A failure inside one case becomes that case's row; only
+configuration errors stop a run.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .config import REPO_ROOT, RunConfig, default_data_dir
+from .engines import DEFAULT_ENGINES, ENGINES, CompileError, ConstraintEngine, EngineOptions, Unsupported
+from .environment import environment
+from .errors import ConfigError
+from .isolation import run_forked
+from .lm.base import LanguageModel
+from .reporting.summary import summarize, write_summary
+from .reporting.writer import RowWriter, toml_dumps, write_json
+from .samplers import SAMPLERS
+from .samplers.base import Generation
+from .scoring.jsonschema_check import judge
+from .tasks.loaders import load_tasks
+from .tasks.task import Task
+
+
+@dataclass
+class CompileOutcome:
+    status: str  # ok / unsupported / error / timeout
+    seconds: float | None  # the compile itself, cold
+    message: str = ""
+    compiled: Any = None
+    load_s: float | None = None  # rebuilding the child's result in this process
+
+
+def _timed_compile(engine: ConstraintEngine, task: Task) -> tuple[float, bytes | None]:
+    start = time.perf_counter()
+    compiled = engine.compile(task)
+    seconds = time.perf_counter() - start
+    return seconds, engine.export(compiled)
+
+
+def compile_task(engine: ConstraintEngine, task: Task, timeout_s: float, guard: bool) -> CompileOutcome:
+    """Compile a task; with the guard, in a forked child that is killed at the time limit.
+
+    The child times the compile itself and sends back the engine's serialised result,
+    which this process loads (timed apart); engines that cannot serialise compile again
+    here, and that in-process compile is the one timed. A hang, a crash or a blow-up in
+    an engine's compiler so becomes a status, not the end of the run.
+    """
+    if guard:
+        probe = run_forked(lambda: _timed_compile(engine, task), timeout_s)
+        if probe.status == "timeout":
+            return CompileOutcome("timeout", timeout_s, probe.message)
+        if probe.status == "Unsupported":
+            return CompileOutcome("unsupported", None, probe.message)
+        if probe.status in ("crash", "oom"):
+            return CompileOutcome("error", None, f"compiler {probe.status}: {probe.message}")
+        if probe.status != "ok":
+            return CompileOutcome("error", None, f"{probe.status}: {probe.message}")
+        seconds, data = probe.value
+        if data is not None:
+            start = time.perf_counter()
+            try:
+                compiled = engine.load(data)
+            except Exception as exc:
+                return CompileOutcome("error", seconds, f"loading the compiled result failed: {exc}"[:500])
+            return CompileOutcome("ok", seconds, "", compiled, time.perf_counter() - start)
+    start = time.perf_counter()
+    try:
+        compiled = engine.compile(task)
+    except Unsupported as exc:
+        return CompileOutcome("unsupported", None, str(exc)[:500])
+    except Exception as exc:  # CompileError and anything an engine raises
+        return CompileOutcome("error", None, f"{type(exc).__name__}: {exc}"[:500])
+    seconds = time.perf_counter() - start
+    if seconds > timeout_s:
+        return CompileOutcome("timeout", seconds, f"compile took {seconds:.1f} s > {timeout_s:g} s")
+    return CompileOutcome("ok", seconds, "", compiled)
+
+
+def resolve_engines(names: list[str]) -> list[str]:
+    if names:
+        for name in names:
+            ENGINES.get(name)  # raises a one-line ConfigError if unknown or not installed
+        return names
+    found = [n for n in DEFAULT_ENGINES if ENGINES.available(n)]
+    missing = [n for n in DEFAULT_ENGINES if n not in found]
+    if missing:
+        print(f"cdbench: skipping engines that are not installed: {', '.join(missing)}", file=sys.stderr)
+    if not found:
+        raise ConfigError("no constraint engine is installed (see README: install)")
+    return found
+
+
+def load_lm(cfg: RunConfig) -> LanguageModel:
+    from .lm.default_model import default_model_path
+    from .lm.llamacpp import LlamaCppLM
+
+    path = cfg.model or str(default_model_path())
+    return LlamaCppLM(path, n_ctx=cfg.n_ctx, n_threads=cfg.lm_threads)
+
+
+def percentiles_us(times_s: list[float]) -> dict[str, float | None]:
+    if not times_s:
+        return {"mask_mean_us": None, "mask_p50_us": None, "mask_p99_us": None, "mask_max_us": None}
+    a = np.asarray(times_s) * 1e6
+    return {
+        "mask_mean_us": float(a.mean()),
+        "mask_p50_us": float(np.percentile(a, 50)),
+        "mask_p99_us": float(np.percentile(a, 99)),
+        "mask_max_us": float(a.max()),
+    }
+
+
+def score_row(task: Task, text: str) -> dict[str, Any]:
+    if task.kind == "json_schema":
+        v = judge(task.schema, text)
+        return {"parses": v.parses, "schema_valid": v.schema_valid, "valid": v.valid,
+                "validator": v.draft, "validation_error": v.error}
+    return {"parses": None, "schema_valid": None, "valid": None, "validator": None, "validation_error": "no referee"}
+
+
+def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg: RunConfig,
+             comp: CompileOutcome, gen: Generation | None, prompt_tokens: int, lm: LanguageModel) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "task_id": task.id, "source": task.source, "kind": task.kind,
+        "engine": engine.name, "engine_version": engine.version(),
+        "engine_settings": json.dumps(engine.settings(), sort_keys=True),
+        "sampler": sampler.name, "sampler_settings": json.dumps(sampler.settings(), sort_keys=True),
+        "seed": seed, "max_tokens": cfg.max_tokens, "prompt_tokens": prompt_tokens,
+        "compile_status": comp.status, "compile_s": comp.seconds, "compile_load_s": comp.load_s,
+        "compile_error": comp.message,
+        "dc": int(comp.status == "ok"),
+    }
+    if gen is None:
+        row.update({"output_text": None, "output_tokens": 0, "finish_reason": "not_run", "error": comp.message,
+                    "parses": False, "schema_valid": None, "valid": False, "validator": None,
+                    "validation_error": "", "ec": 0, "ttft_s": None, "tpot_ms": None, "tgt_s": comp.seconds,
+                    "lm_s": 0.0, "engine_s": 0.0, "mask_s": 0.0, "advance_s": 0.0, "sampler_s": 0.0,
+                    "forward_passes": 0, "constraint_evals": 0, "mask_times_us": []})
+        row.update(percentiles_us([]))
+        return row
+    text = lm.tokenizer.decode(gen.tokens).decode("utf-8", errors="replace")
+    row.update({"output_text": text, "output_tokens": len(gen.tokens), "finish_reason": gen.finish_reason,
+                "error": gen.error})
+    row.update(score_row(task, text))
+    row["ec"] = int(bool(row["valid"]))
+    n_out = len(gen.tokens)
+    first = gen.first_token_s
+    row["ttft_s"] = (comp.seconds or 0.0) + first if first is not None else None
+    row["tpot_ms"] = ((gen.total_s - first) / (n_out - 1) * 1000.0) if first is not None and n_out > 1 else None
+    row["tgt_s"] = (comp.seconds or 0.0) + gen.total_s
+    row.update({"lm_s": gen.lm_s, "engine_s": gen.engine_s, "mask_s": gen.mask_s, "advance_s": gen.advance_s,
+                "sampler_s": gen.sampler_s, "gen_s": gen.total_s, "forward_passes": gen.forward_passes,
+                "constraint_evals": gen.constraint_evals,
+                "mask_times_us": [round(t * 1e6, 2) for t in gen.mask_times]})
+    row.update(percentiles_us(gen.mask_times))
+    for k, v in gen.extra.items():
+        row[f"x_{k}"] = v
+    return row
+
+
+def new_run_id() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def run(cfg: RunConfig, lm: LanguageModel | None = None,
+        progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> Path:
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
+    dataset = cfg.dataset
+    if dataset == "jsonschemabench":
+        dataset = str(data_dir / "jsonschemabench" / "schemas")
+    tasks = load_tasks(dataset, cfg.subset or None, cfg.limit, cfg.schema_files or None)
+    if not tasks:
+        raise ConfigError(f"dataset '{cfg.dataset}' gave no tasks")
+    engine_names = resolve_engines(cfg.engines)
+    for name in cfg.samplers:
+        SAMPLERS.get(name)
+    lm = lm or load_lm(cfg)
+    options = EngineOptions(whitespace=cfg.whitespace, strict=cfg.strict, threads=cfg.engine_threads)
+    engines: list[ConstraintEngine] = []
+    engine_init: dict[str, float] = {}
+    for name in engine_names:
+        t0 = time.perf_counter()
+        engines.append(ENGINES.create(name, lm.tokenizer, options))
+        engine_init[name] = time.perf_counter() - t0
+    samplers = [SAMPLERS.create(name, temperature=cfg.temperature) for name in cfg.samplers]
+
+    run_id = cfg.run_id or new_run_id()
+    run_dir = Path(cfg.reports_dir) / run_id
+    if (run_dir / "rows.jsonl").exists():
+        raise ConfigError(f"{run_dir}: a run with this id already exists")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = {**cfg.to_dict(), "run_id": run_id, "engines": engine_names}
+    (run_dir / "config.toml").write_text(toml_dumps({"run": resolved}), encoding="utf-8")
+    env = environment(REPO_ROOT)
+    env.update({"model": lm.info(), "engine_init_s": engine_init,
+                "engines": {e.name: {"version": e.version(), "settings": e.settings()} for e in engines},
+                "started": _dt.datetime.now().isoformat(timespec="seconds"), "tasks": len(tasks)})
+    write_json(run_dir / "environment.json", env)
+
+    writer = RowWriter(run_dir)
+    total = len(tasks) * len(engines) * len(samplers) * len(cfg.seeds)
+    done = 0
+    model_info = lm.info()
+    try:
+        for task in tasks:
+            prompt_ids = lm.encode_chat(task.prompt)
+            too_long = len(prompt_ids) + cfg.max_tokens > getattr(lm, "n_ctx", 1 << 30)
+            for engine in engines:
+                comp = compile_task(engine, task, cfg.compile_timeout_s, cfg.compile_guard)
+                for sampler in samplers:
+                    for seed in cfg.seeds:
+                        gen = None
+                        if comp.status == "ok":
+                            if too_long:
+                                gen = Generation(finish_reason="error",
+                                                 error=f"prompt of {len(prompt_ids)} tokens + max_tokens exceeds n_ctx")
+                            else:
+                                deadline = time.perf_counter() + cfg.generation_timeout_s
+                                try:
+                                    matcher = comp.compiled.matcher()
+                                    gen = sampler.generate(lm, matcher, prompt_ids, cfg.max_tokens, seed, deadline)
+                                except Exception as exc:
+                                    gen = Generation(finish_reason="error", error=f"{type(exc).__name__}: {exc}")
+                        row = case_row(task, engine, sampler, seed, cfg, comp, gen, len(prompt_ids), lm)
+                        row["run_id"] = run_id
+                        row["model_sha256"] = model_info.get("model_sha256")
+                        writer.append(row)
+                        done += 1
+                        if progress:
+                            progress(done, total, row)
+    finally:
+        writer.close()
+    summary = summarize(run_dir, bootstrap_seed=cfg.bootstrap_seed)
+    write_summary(run_dir, summary, env)
+    return run_dir

@@ -1,0 +1,73 @@
+"""The sampler seam: drives an LM and a matcher to produce one output, timing each part.
+
+Time is split per step into LM time (forward passes), engine time (mask, check, advance)
+and the sampler's own time (everything else: choosing, bookkeeping). Constraint
+evaluations are counted as ALGORITHMS.md defines them, so masking and rejection samplers
+compare directly.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from ..engines.base import Matcher
+from ..lm.base import LanguageModel
+
+FINISH_REASONS = ("eos", "max_tokens", "dead_end", "timeout", "error")
+
+
+@dataclass
+class Generation:
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str = "eos"
+    error: str = ""
+    first_token_s: float | None = None  # from generation start to the first sampled token
+    total_s: float = 0.0
+    lm_s: float = 0.0
+    mask_s: float = 0.0
+    advance_s: float = 0.0
+    check_s: float = 0.0
+    mask_times: list[float] = field(default_factory=list)
+    forward_passes: int = 0
+    constraint_evals: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def engine_s(self) -> float:
+        return self.mask_s + self.advance_s + self.check_s
+
+    @property
+    def sampler_s(self) -> float:
+        return max(0.0, self.total_s - self.lm_s - self.engine_s)
+
+
+class Sampler(Protocol):
+    name: str
+
+    def settings(self) -> dict[str, Any]: ...
+
+    def generate(
+        self,
+        lm: LanguageModel,
+        matcher: Matcher,
+        prompt: Sequence[int],
+        max_tokens: int,
+        seed: int,
+        deadline: float | None = None,
+    ) -> Generation: ...
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+def sample_from_logits(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    """Draw an index with probability softmax(logits / T); -inf entries never drawn."""
+    z = logits / temperature
+    z = z - np.max(z)
+    p = np.exp(z)
+    c = np.cumsum(p)
+    return int(np.searchsorted(c, rng.random() * c[-1], side="right"))

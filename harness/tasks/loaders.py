@@ -1,0 +1,166 @@
+"""Task sources. Each loader reads files in place (never copies data) and turns every
+malformed file or row into a one-line ConfigError naming the file, the line and the problem.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import ConfigError
+from ..registry import Registry
+from .prompts import json_schema_prompt
+from .task import Example, Task
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILTIN_DIR = REPO_ROOT / "datasets" / "builtin"
+
+JSB_SUBSETS = [
+    "Github_trivial", "Github_easy", "Github_medium", "Github_hard", "Github_ultra",
+    "Glaiveai2K", "Kubernetes", "Snowplow", "WashingtonPost", "JsonSchemaStore",
+]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+
+
+def _require_schema(schema: Any, where: str) -> None:
+    if not isinstance(schema, (dict, bool)):
+        raise ConfigError(f"{where}: schema must be a JSON object or boolean, got {type(schema).__name__}")
+
+
+def load_schema_file(path: str | Path) -> Task:
+    """A single schema file given by the user: it must be JSON and a valid schema."""
+    from ..scoring.jsonschema_check import check_schema
+
+    path = Path(path)
+    schema = _read_json(path)
+    _require_schema(schema, str(path))
+    problem = check_schema(schema)
+    if problem:
+        raise ConfigError(f"{path}: not a valid JSON Schema: {problem}")
+    return Task(id=path.stem, kind="json_schema", source="file", prompt=json_schema_prompt(schema), schema=schema)
+
+
+def load_builtin(directory: str | Path | None = None, **_: Any) -> list[Task]:
+    """datasets/builtin/*.json: our own schemas, each with a request, valid and invalid instances."""
+    directory = Path(directory) if directory else BUILTIN_DIR
+    files = sorted(directory.glob("*.json"))
+    if not files:
+        raise ConfigError(f"{directory}: no *.json task files")
+    tasks = []
+    for path in files:
+        doc = _read_json(path)
+        for key in ("id", "schema"):
+            if key not in doc:
+                raise ConfigError(f"{path}: missing '{key}'")
+        _require_schema(doc["schema"], str(path))
+        examples = [Example(v, True) for v in doc.get("valid", [])]
+        examples += [Example(v["data"], False, v.get("why", "")) for v in doc.get("invalid", [])]
+        tasks.append(
+            Task(
+                id=doc["id"],
+                kind="json_schema",
+                source="builtin",
+                prompt=json_schema_prompt(doc["schema"], doc.get("prompt")),
+                schema=doc["schema"],
+                examples=examples,
+            )
+        )
+    return tasks
+
+
+def iter_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
+    try:
+        fh = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    with fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{lineno}: not JSON: {exc.msg} at column {exc.colno}") from exc
+
+
+def load_jsonschemabench(directory: str | Path, subset: str | list[str] | None = None, **_: Any) -> list[Task]:
+    """JSONSchemaBench layout: <dir>/<Subset>.jsonl, lines {"unique_id", "json_schema"}.
+
+    json_schema may be a JSON value or a string holding JSON (the Hugging Face form).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(f"dataset directory not found: {directory}")
+    subsets = [subset] if isinstance(subset, str) else (subset or [])
+    if not subsets:
+        subsets = [p.stem for p in sorted(directory.glob("*.jsonl"))]
+        if not subsets:
+            raise ConfigError(f"{directory}: no <Subset>.jsonl files")
+    tasks: list[Task] = []
+    for name in subsets:
+        path = directory / f"{name}.jsonl"
+        if not path.exists():
+            known = ", ".join(p.stem for p in sorted(directory.glob("*.jsonl")))
+            raise ConfigError(f"{path}: subset '{name}' not found (have: {known})")
+        for lineno, row in iter_jsonl(path):
+            where = f"{path}:{lineno}"
+            if not isinstance(row, dict) or "json_schema" not in row or "unique_id" not in row:
+                raise ConfigError(f"{where}: row needs 'unique_id' and 'json_schema'")
+            schema = row["json_schema"]
+            if isinstance(schema, str):
+                try:
+                    schema = json.loads(schema)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{where}: json_schema string is not JSON: {exc.msg}") from exc
+            _require_schema(schema, where)
+            tasks.append(
+                Task(
+                    id=f"{name}/{row['unique_id']}",
+                    kind="json_schema",
+                    source=f"jsonschemabench:{name}",
+                    prompt=json_schema_prompt(schema),
+                    schema=schema,
+                )
+            )
+    return tasks
+
+
+DATASETS: Registry = Registry("dataset")
+DATASETS.register("builtin", load_builtin)
+DATASETS.register("jsonschemabench", load_jsonschemabench)
+
+
+def load_tasks(dataset: str | None, subset: str | list[str] | None = None, limit: int | None = None,
+               schema_files: list[str] | None = None) -> list[Task]:
+    """Resolve a dataset name or directory into tasks; a directory is read in the JSB layout."""
+    if schema_files:
+        tasks = [load_schema_file(p) for p in schema_files]
+    elif dataset in (None, "", "builtin"):
+        tasks = load_builtin()
+    elif dataset in DATASETS.names():
+        tasks = DATASETS.get(dataset)(subset=subset)
+    else:
+        path = Path(dataset)
+        if not path.exists():
+            raise ConfigError(
+                f"dataset '{dataset}' is neither a known dataset ({', '.join(DATASETS.names())}) nor a directory"
+            )
+        if path.is_dir() and any(path.glob("*.jsonl")):
+            tasks = load_jsonschemabench(path, subset)
+        elif path.is_dir():
+            tasks = load_builtin(path)
+        else:
+            raise ConfigError(f"{path}: a dataset must be a directory")
+    if limit is not None:
+        tasks = tasks[:limit]
+    return tasks

@@ -1,0 +1,152 @@
+"""The runner writes one row per case as soon as it finishes, keeps going past per-case
+failures, and writes the final tables and the resolved config."""
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pandas as pd
+import pytest
+
+from harness.config import RunConfig
+from harness.engines import ENGINES
+from harness.engines.llguidance_engine import LLGuidanceEngine
+from harness.lm.tabular import TabularLM
+from harness.reporting.writer import read_rows
+from harness.runner import run
+
+VOCAB = [bytes([c]) for c in range(32, 127)] + [b'{"', b'":', b'true', b'false', b""]
+
+
+def byte_lm() -> TabularLM:
+    return TabularLM(VOCAB, eos_id=len(VOCAB) - 1, seed_key="runner-test", name="bytes")
+
+
+def write_dataset(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    rows = [
+        {"unique_id": "flag", "json_schema": {"type": "object", "properties": {"on": {"type": "boolean"}},
+                                               "required": ["on"], "additionalProperties": False}},
+        {"unique_id": "boom", "json_schema": {"type": "object", "properties": {"n": {"type": "integer"}},
+                                               "required": ["n"], "additionalProperties": False}},
+        {"unique_id": "nocompile", "json_schema": {"type": "object"}},
+        {"unique_id": "color", "json_schema": {"type": "object", "properties": {"c": {"enum": ["red", "blue"]}},
+                                                "required": ["c"], "additionalProperties": False}},
+    ]
+    (d / "Mini.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return d
+
+
+class FlakyEngine(LLGuidanceEngine):
+    """llguidance, except that it fails to compile one task and crashes mid-generation on another."""
+
+    name = "flaky"
+
+    def _compile(self, task):
+        if task.id.endswith("nocompile"):
+            raise RuntimeError("compiler exploded")
+        compiled = super()._compile(task)
+        if task.id.endswith("boom"):
+            original = compiled.matcher
+
+            def matcher():
+                m = original()
+                m.fill_mask = lambda bitmask: (_ for _ in ()).throw(RuntimeError("mask exploded"))
+                return m
+
+            compiled.matcher = matcher
+        return compiled
+
+
+@pytest.fixture
+def flaky_registered():
+    ENGINES.register("flaky", FlakyEngine)
+    yield
+    ENGINES._entries.pop("flaky")
+
+
+def test_rows_written_as_cases_finish(tmp_path, flaky_registered):
+    cfg = RunConfig(dataset=str(write_dataset(tmp_path)), engines=["llguidance", "flaky"], seeds=[0, 1],
+                    max_tokens=24, reports_dir=str(tmp_path / "reports"), run_id="t1", progress=False,
+                    compile_guard=False)
+    seen = []
+
+    def progress(done, total, row):
+        on_disk = read_rows(tmp_path / "reports" / "t1")
+        seen.append((done, len(on_disk), total))
+        assert on_disk[-1]["task_id"] == row["task_id"] and on_disk[-1]["engine"] == row["engine"]
+
+    run_dir = run(cfg, lm=byte_lm(), progress=progress)
+    assert seen == [(i, i, 16) for i in range(1, 17)]
+    rows = read_rows(run_dir)
+    by = {(r["task_id"], r["engine"], r["seed"]): r for r in rows}
+    assert by["Mini/nocompile", "flaky", 0]["compile_status"] == "error"
+    assert "compiler exploded" in by["Mini/nocompile", "flaky", 0]["compile_error"]
+    assert by["Mini/boom", "flaky", 1]["finish_reason"] == "error"
+    assert "mask exploded" in by["Mini/boom", "flaky", 1]["error"]
+    # the run went on after both failures, and llguidance's own cases are whole
+    good = by["Mini/color", "llguidance", 0]
+    assert good["compile_status"] == "ok" and good["forward_passes"] >= 1
+    assert good["lm_s"] > 0 and good["engine_s"] > 0 and good["mask_p50_us"] > 0
+    if good["finish_reason"] == "eos":
+        assert good["valid"] == 1 and json.loads(good["output_text"])["c"] in ("red", "blue")
+    # final tables and the resolved config
+    df = pd.read_parquet(run_dir / "results.parquet")
+    assert len(df) == 16 and len(pd.read_csv(run_dir / "results.csv")) == 16
+    assert "| llguidance | masking | 8 |" in (run_dir / "summary.md").read_text()
+    resolved = tomllib.loads((run_dir / "config.toml").read_text())["run"]
+    assert resolved["seeds"] == [0, 1] and resolved["max_tokens"] == 24 and resolved["run_id"] == "t1"
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert env["packages"]["llguidance"] and env["engines"]["llguidance"]["settings"]["whitespace"] == "compact"
+
+
+def test_killed_run_keeps_finished_rows(tmp_path):
+    """A run that dies mid-way leaves every finished case on disk."""
+    cfg = RunConfig(dataset=str(write_dataset(tmp_path)), engines=["llguidance"], max_tokens=16,
+                    reports_dir=str(tmp_path / "reports"), run_id="dies", progress=False, compile_guard=False)
+
+    def progress(done, total, row):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, lm=byte_lm(), progress=progress)
+    assert len(read_rows(tmp_path / "reports" / "dies")) == 3
+
+
+def test_same_run_id_refused(tmp_path):
+    from harness.errors import ConfigError
+
+    cfg = RunConfig(dataset=str(write_dataset(tmp_path)), engines=["llguidance"], max_tokens=4, limit=1,
+                    reports_dir=str(tmp_path / "reports"), run_id="once", progress=False, compile_guard=False)
+    run(cfg, lm=byte_lm())
+    with pytest.raises(ConfigError, match="already exists"):
+        run(cfg, lm=byte_lm())
+
+
+def test_compile_guard_reports_timeout_and_crash(tmp_path):
+    """The forked compile guard turns a hang and a segfault into statuses."""
+    import ctypes
+    import time
+
+    from harness.runner import compile_task
+    from harness.tasks.task import Task
+
+    lm = byte_lm()
+    task = Task(id="t", kind="json_schema", source="x", prompt=[], schema={"type": "object"})
+
+    class Hangs(LLGuidanceEngine):
+        def _compile(self, task):
+            time.sleep(30)
+
+    class Segfaults(LLGuidanceEngine):
+        def _compile(self, task):
+            ctypes.string_at(0)
+
+    hang = compile_task(Hangs(lm.tokenizer), task, timeout_s=1.0, guard=True)
+    assert hang.status == "timeout"
+    crash = compile_task(Segfaults(lm.tokenizer), task, timeout_s=5.0, guard=True)
+    assert crash.status == "error" and "SIGSEGV" in crash.message
+    ok = compile_task(LLGuidanceEngine(lm.tokenizer), task, timeout_s=5.0, guard=True)
+    assert ok.status == "ok" and ok.compiled is not None and ok.seconds is not None

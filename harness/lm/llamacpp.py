@@ -184,6 +184,8 @@ class LlamaCppLM:
         self._vocab = self.tokenizer.vocab_size
         self._evaluated: list[int] = []
         self._last: np.ndarray | None = None
+        self._anchor = 0  # length of the prompt evaluated as one batch
+        self._anchor_logits: np.ndarray | None = None
         self.forward_tokens = 0  # tokens actually pushed through the network
         self.calls = 0
 
@@ -200,6 +202,13 @@ class LlamaCppLM:
 
     # scores ----------------------------------------------------------------
     def logits(self, prefix: Sequence[int]) -> np.ndarray:
+        """Logits after `prefix`, a pure function of the prefix whatever was asked before.
+
+        llama.cpp's quantised kernels give different numbers for a token evaluated inside a
+        batch and alone (up to ~0.8 in a logit here), so the evaluation schedule is fixed:
+        the prompt (the first prefix not extending the cached one) as one batch, and every
+        later token alone. Branching then only changes the cost, never the numbers.
+        """
         self.calls += 1
         prefix = list(prefix)
         if not prefix:
@@ -209,20 +218,41 @@ class LlamaCppLM:
         ev = self._evaluated
         if ev == prefix and self._last is not None:
             return self._last
-        common = 0
-        limit = min(len(ev), len(prefix))
-        while common < limit and ev[common] == prefix[common]:
-            common += 1
-        if common == len(prefix):  # prefix is a strict prefix of the cache: redo its last token
-            common -= 1
-        self.llm.n_tokens = common
-        new = prefix[common:]
-        self.llm.eval(new)
-        self.forward_tokens += len(new)
-        ptr = self.llm._ctx.get_logits_ith(-1)
-        self._last = np.ctypeslib.as_array(ptr, shape=(self._vocab,)).copy()
+        anchor = self._anchor
+        if anchor and len(prefix) >= anchor and prefix[:anchor] == ev[:anchor]:
+            if len(prefix) == anchor:
+                self._last = self._anchor_logits
+                self._evaluated = prefix
+                self.llm.n_tokens = anchor
+                return self._last
+            n = len(ev)
+            if len(prefix) > n and prefix[:n] == ev:
+                common = n
+            else:
+                common = anchor
+                limit = min(n, len(prefix))
+                while common < limit and ev[common] == prefix[common]:
+                    common += 1
+                if common == len(prefix):
+                    common -= 1
+            self.llm.n_tokens = common
+            for token in prefix[common:]:
+                self.llm.eval([token])
+            self.forward_tokens += len(prefix) - common
+            self._last = self._read_logits()
+        else:  # a new prompt: one batch, remembered as the anchor
+            self.llm.n_tokens = 0
+            self.llm.eval(prefix)
+            self.forward_tokens += len(prefix)
+            self._last = self._read_logits()
+            self._anchor = len(prefix)
+            self._anchor_logits = self._last
         self._evaluated = prefix
         return self._last
+
+    def _read_logits(self) -> np.ndarray:
+        ptr = self.llm._ctx.get_logits_ith(-1)
+        return np.ctypeslib.as_array(ptr, shape=(self._vocab,)).copy()
 
     def logprobs(self, prefix: Sequence[int]) -> np.ndarray:
         return log_softmax(self.logits(prefix))

@@ -38,7 +38,7 @@ class RunConfig:
     whitespace: str = "compact"
     strict: bool = True
     engine_threads: int = 1
-    compile_timeout_s: float = 10.0
+    compile_timeout_s: float = 5.0     # JSONSchemaBench uses 10 s: --compile-timeout 10
     compile_guard: bool = True         # compile once in a forked child first (hang/crash guard)
     generation_timeout_s: float = 60.0
     reports_dir: str = "reports"

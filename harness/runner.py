@@ -190,7 +190,10 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
     engine_init: dict[str, float] = {}
     for name in engine_names:
         t0 = time.perf_counter()
-        engines.append(ENGINES.create(name, lm.tokenizer, options))
+        try:
+            engines.append(ENGINES.create(name, lm.tokenizer, options))
+        except Unsupported as exc:
+            raise ConfigError(f"engine '{name}' cannot run with model {lm.name}: {exc}") from exc
         engine_init[name] = time.perf_counter() - t0
     samplers = [SAMPLERS.create(name, temperature=cfg.temperature) for name in cfg.samplers]
 
@@ -215,6 +218,13 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
         for task in tasks:
             prompt_ids = lm.encode_chat(task.prompt)
             too_long = len(prompt_ids) + cfg.max_tokens > getattr(lm, "n_ctx", 1 << 30)
+            prefill_s = None
+            if not too_long:
+                # The prompt is evaluated once per task, before any case's clock starts, so
+                # no engine's TTFT or LM time carries the prefill for the others.
+                t0 = time.perf_counter()
+                lm.logits(prompt_ids)
+                prefill_s = time.perf_counter() - t0
             for engine in engines:
                 comp = compile_task(engine, task, cfg.compile_timeout_s, cfg.compile_guard)
                 for sampler in samplers:
@@ -233,6 +243,7 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
                                     gen = Generation(finish_reason="error", error=f"{type(exc).__name__}: {exc}")
                         row = case_row(task, engine, sampler, seed, cfg, comp, gen, len(prompt_ids), lm)
                         row["run_id"] = run_id
+                        row["prefill_s"] = prefill_s
                         row["model_sha256"] = model_info.get("model_sha256")
                         writer.append(row)
                         done += 1

@@ -8,9 +8,14 @@ tokenizer view in vocab-only mode; a tokenizer with no GGUF behind it is unsuppo
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
+import os
 import re
-from typing import Any
+import sys
+import tempfile
+from typing import Any, Iterator
 
 import llama_cpp
 import numpy as np
@@ -110,7 +115,11 @@ class LlamaCppCompiled:
         self.eos_id = engine.tokenizer.eos_id
         self.allowed_ids = engine.allowed_ids
         self._gbnf_bytes = gbnf.encode("utf-8")
-        first = self.new_sampler()  # parse once now, so a bad grammar fails at compile time
+        with _captured_stderr() as captured:  # llama.cpp prints parse errors (and the grammar) to fd 2
+            first = llama_cpp.llama_sampler_init_grammar(self._vocab_ptr, self._gbnf_bytes, b"root")
+        if not first:
+            lines = [ln for ln in captured.read().splitlines() if "error" in ln.lower()]
+            raise CompileError("llama.cpp could not parse the GBNF grammar" + (f": {lines[0][:200]}" if lines else ""))
         llama_cpp.llama_sampler_free(first)
 
     def new_sampler(self) -> Any:
@@ -169,6 +178,24 @@ class LlamaCppGrammarEngine(ConstraintEngine):
 
     def load(self, data: bytes) -> LlamaCppCompiled:
         return LlamaCppCompiled(self, data.decode("utf-8"))
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[io.StringIO]:
+    """Capture what C code writes to file descriptor 2 (Python's sys.stderr is not enough)."""
+    out = io.StringIO()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.write(tmp.read().decode("utf-8", errors="replace"))
+            out.seek(0)
 
 
 @llama_cpp.llama_log_callback

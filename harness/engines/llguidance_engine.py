@@ -38,7 +38,7 @@ class _Wrapper:
                     pos = end
                     break
             else:
-                raise ValueError(f"cannot tokenize byte {data[pos]!r}")
+                pos += 1  # a byte no token spells: nothing can emit it, so it is skipped, not fatal
         return out
 
 
@@ -53,10 +53,12 @@ class LLGuidanceMatcher:
             raise RuntimeError(f"llguidance: {self._m.get_error()}")
 
     def check(self, token: int) -> bool:
+        if token == self._eos:  # validate_tokens never counts EOS; the mask allows it iff accepting
+            return bool(self._m.is_accepting())
         return self._m.validate_tokens([token]) == 1
 
     def advance(self, token: int) -> bool:
-        if self._m.validate_tokens([token]) != 1:
+        if token == self._eos or self._m.validate_tokens([token]) != 1:
             return False
         return bool(self._m.consume_token(token))
 

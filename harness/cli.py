@@ -70,6 +70,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .replay.run import ReplayConfig, replay
+
+    cfg = ReplayConfig()
+    for key, value in vars(args).items():
+        if key in ("command", "func", "progress") or value is None:
+            continue
+        if key in ("groups", "engines"):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        setattr(cfg, key, value)
+    if cfg.workers < 1 or cfg.timeout_s <= 0:
+        raise ConfigError("-j must be >= 1 and --timeout > 0")
+    bar = None
+    started = time.perf_counter()
+    if args.progress is not False:
+        from tqdm import tqdm
+
+        bar = tqdm(total=0, unit="schema", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int, total: int, row: dict[str, Any]) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done - 1
+            bar.set_postfix_str(f"{row['engine']} {row['task_id'][:30]} {row['bucket']}")
+            bar.update(1)
+
+    try:
+        run_dir = replay(cfg, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    print((run_dir / "summary.md").read_text(encoding="utf-8"))
+    print(f"wall time {time.perf_counter() - started:.1f} s; results in {run_dir}/")
+    return 0
+
+
 def cmd_engines(args: argparse.Namespace) -> int:
     from .engines import ENGINES
     from .environment import package_version
@@ -91,6 +127,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="generate with a real model under each engine and score the outputs")
     _add_run_flags(p_run)
     p_run.set_defaults(func=cmd_run)
+    p_rep = sub.add_parser("replay", help="model-free replay of labelled instances through every engine (MaskBench-style)")
+    p_rep.add_argument("--source", help="maskbench (default), jsts, builtin, or a directory of MaskBench JSONL files")
+    p_rep.add_argument("--groups", help="comma-separated groups (MaskBench file stems, or JSTS keyword files)")
+    p_rep.add_argument("--draft", help="JSON Schema Test Suite draft directory (default draft2020-12)")
+    p_rep.add_argument("--limit", type=int, help="first N schemas only")
+    p_rep.add_argument("--sample", type=int, help="a seeded random sample of N schemas")
+    p_rep.add_argument("--seed", type=int, help="seed for --sample (default 0)")
+    p_rep.add_argument("--engines", help="comma-separated engines (default llguidance,xgrammar)")
+    p_rep.add_argument("-j", dest="workers", type=int, help="worker processes per engine (default 1)")
+    p_rep.add_argument("--timeout", dest="timeout_s", type=float, help="per-schema time limit, s (default 60)")
+    p_rep.add_argument("--memory-gb", dest="memory_gb", type=float, help="per-worker address-space limit (default 8)")
+    p_rep.add_argument("--tokenizer", help="GGUF whose vocabulary to use (default: the default model's)")
+    p_rep.add_argument("--whitespace", choices=["compact", "flexible"])
+    p_rep.add_argument("--engine-threads", dest="engine_threads", type=int)
+    p_rep.add_argument("--differential", action="store_true", default=None, help="compare masks across engines")
+    p_rep.add_argument("--reports-dir", dest="reports_dir")
+    p_rep.add_argument("--run-id", dest="run_id")
+    p_rep.add_argument("--resume", action="store_true", default=None, help="continue an interrupted replay")
+    p_rep.add_argument("--data-dir", dest="data_dir")
+    p_rep.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p_rep.set_defaults(func=cmd_replay)
     p_eng = sub.add_parser("engines", help="list engines and whether they are installed")
     p_eng.set_defaults(func=cmd_engines)
     args = parser.parse_args(argv)

@@ -1,0 +1,1 @@
+"""Model-free replay: force labelled instances' tokens through each engine (MaskBench-style)."""

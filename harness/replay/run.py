@@ -1,0 +1,220 @@
+"""`cdbench replay`: every engine over every schema's labelled instances, without a model.
+
+Instances are serialised as the data's convention says (compact JSON, non-ASCII kept) and
+tokenized with the benchmark tokenizer (the default model's vocabulary, read from its GGUF;
+no weights are needed). Each engine runs in worker processes with a per-schema time limit
+and an address-space limit. One row per (engine, schema) is appended as it finishes, so an
+interrupted replay resumes where it stopped (--resume).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import REPO_ROOT, default_data_dir
+from ..engines import ENGINES
+from ..engines.base import EngineOptions
+from ..environment import environment
+from ..errors import ConfigError
+from ..reporting.writer import RowWriter, read_rows, write_json
+from ..tasks.task import Task
+from .pool import WorkerPool
+from .stats import differential, engine_summary, markdown, per_group
+from .worker import Job, WorkerSpec
+
+
+@dataclass
+class ReplayConfig:
+    source: str = "maskbench"          # maskbench | jsts | builtin | a directory of MaskBench JSONL
+    groups: list[str] = field(default_factory=list)
+    draft: str = "draft2020-12"
+    limit: int | None = None
+    sample: int | None = None
+    seed: int = 0
+    engines: list[str] = field(default_factory=lambda: ["llguidance", "xgrammar"])
+    workers: int = 1
+    timeout_s: float = 60.0
+    memory_gb: float = 8.0
+    tokenizer: str | None = None       # GGUF path; default: the default model's
+    whitespace: str = "compact"
+    strict: bool = True
+    engine_threads: int = 1
+    differential: bool = False
+    reports_dir: str = "reports"
+    run_id: str | None = None
+    resume: bool = False
+    data_dir: str | None = None
+
+
+def load_replay_tasks(cfg: ReplayConfig) -> list[Task]:
+    data = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
+    if cfg.source == "maskbench":
+        from ..tasks.maskbench import load_maskbench
+
+        tasks = load_maskbench(data / "jsonschemabench" / "maskbench", cfg.groups or None)
+    elif cfg.source == "jsts":
+        from ..tasks.jsts import load_test_suite
+
+        tasks = load_test_suite(data / "json-schema-test-suite", cfg.draft)
+        if cfg.groups:
+            from ..tasks.jsts import keyword_of
+
+            tasks = [t for t in tasks if keyword_of(t) in cfg.groups]
+    elif cfg.source == "builtin":
+        from ..tasks.loaders import load_builtin
+
+        tasks = load_builtin()
+    elif Path(cfg.source).is_dir():
+        from ..tasks.maskbench import load_maskbench
+
+        tasks = load_maskbench(cfg.source, cfg.groups or None)
+    else:
+        raise ConfigError(f"replay source '{cfg.source}' is not maskbench, jsts, builtin or a directory")
+    tasks = [t for t in tasks if t.examples]
+    if cfg.sample is not None and cfg.sample < len(tasks):
+        rng = random.Random(cfg.seed)
+        tasks = sorted(rng.sample(tasks, cfg.sample), key=lambda t: t.id)
+    if cfg.limit is not None:
+        tasks = tasks[: cfg.limit]
+    if not tasks:
+        raise ConfigError("replay selection is empty")
+    return tasks
+
+
+def group_of(task: Task) -> str:
+    if task.source.startswith("jsts:"):
+        return task.tags[0] if task.tags else "?"
+    return task.source.split(":", 1)[-1]
+
+
+def bucket_of(status: str, payload: dict[str, Any]) -> str:
+    if status != "done":
+        return {"timeout": "timeout", "oom": "oom"}.get(status, "crash")
+    if payload["compile_status"] == "unsupported":
+        return "unsupported"
+    if payload["compile_status"] != "ok":
+        return "compile_error"
+    insts = payload["instances"]
+    if any(i["valid"] and not i["accepted"] for i in insts):
+        return "valid_rejected"
+    if any(not i["valid"] and i["accepted"] for i in insts):
+        return "invalid_accepted"
+    return "pass"
+
+
+def replay(cfg: ReplayConfig, progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> Path:
+    for name in cfg.engines:
+        ENGINES.get(name)
+    tasks = load_replay_tasks(cfg)
+    from ..lm.default_model import default_model_path
+    from ..lm.llamacpp import load_tokenizer_view
+
+    gguf = cfg.tokenizer or str(default_model_path())
+    tok = load_tokenizer_view(gguf)
+    t0 = time.perf_counter()
+    encoded: dict[str, list[tuple[int, list[int], bool]]] = {}
+    texts: dict[str, dict[int, list[str]]] = {}
+    for task in tasks:
+        encoded[task.id] = []
+        texts[task.id] = {}
+        for i, ex in enumerate(task.examples):
+            ids = tok.encode(task.example_text(ex))
+            encoded[task.id].append((i, ids, ex.valid))
+            if cfg.differential:
+                texts[task.id][i] = [tok.view.token_bytes[t].decode("utf-8", "replace") for t in ids]
+    tokenize_s = time.perf_counter() - t0
+
+    run_id = cfg.run_id or "replay-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(cfg.reports_dir) / run_id
+    done: set[tuple[str, str]] = set()
+    if (run_dir / "rows.jsonl").exists():
+        if not cfg.resume:
+            raise ConfigError(f"{run_dir}: a replay with this id exists (pass --resume to continue it)")
+        done = {(r["engine"], r["task_id"]) for r in read_rows(run_dir)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", {**cfg.__dict__, "run_id": run_id, "tokenizer": gguf})
+    env = environment(REPO_ROOT)
+    env.update({"tokenizer": gguf, "vocab_size": tok.view.vocab_size, "tokenize_s": tokenize_s, "tasks": len(tasks)})
+    writer = RowWriter(run_dir)
+    by_id = {t.id: t for t in tasks}
+    total = len(tasks) * len(cfg.engines)
+    count = [len(done)]
+    init_s: dict[str, list[float]] = {}
+    engines_info: dict[str, Any] = {}
+    options = {"whitespace": cfg.whitespace, "strict": cfg.strict, "threads": cfg.engine_threads}
+    try:
+        for name in cfg.engines:
+            todo = [t for t in tasks if (name, t.id) not in done]
+            if not todo:
+                continue
+            spec = WorkerSpec(engine=name, options=options, gguf_path=gguf,
+                              memory_bytes=int(cfg.memory_gb * (1 << 30)) if cfg.memory_gb else None)
+            pool = WorkerPool(spec, cfg.workers)
+            pool.start()
+
+            def on_result(key: str, status: str, payload: dict[str, Any], wall: float, name: str = name) -> None:
+                task = by_id[key]
+                row = {"engine": name, "task_id": key, "group": group_of(task), "tags": task.tags,
+                       "status": status, "bucket": bucket_of(status, payload), "wall_s": wall,
+                       "n_valid": sum(1 for e in task.examples if e.valid),
+                       "n_invalid": sum(1 for e in task.examples if not e.valid)}
+                if status == "done":
+                    row.update({k: payload.get(k) for k in ("compile_status", "compile_error", "cold_compile_s",
+                                                            "warm_compile_s", "mask_us", "advance_us")})
+                    insts = payload.get("instances") or []
+                    row["instances"] = insts
+                    row["valid_rejected"] = sum(1 for i in insts if i["valid"] and not i["accepted"])
+                    row["invalid_accepted"] = sum(1 for i in insts if not i["valid"] and i["accepted"])
+                    row["tokens"] = len(payload.get("mask_us") or [])
+                    if cfg.differential:
+                        row["token_texts"] = texts[key]
+                else:
+                    row["error"] = payload.get("error", "")
+                    row["compile_status"] = status
+                writer.append(row)
+                count[0] += 1
+                if progress:
+                    progress(count[0], total, row)
+
+            try:
+                jobs = ((t.id, Job(t, encoded[t.id], digests=cfg.differential)) for t in todo)
+                pool.run(jobs, cfg.timeout_s, on_result)
+            finally:
+                pool.close()
+            init_s[name] = pool.init_times
+            engines_info[name] = {**pool.info, "workers_replaced": pool.replaced}
+    finally:
+        writer.close()
+    env.update({"engines": engines_info, "engine_init_s": init_s})
+    write_json(run_dir / "environment.json", env)
+    write_replay_report(run_dir, cfg, init_s)
+    return run_dir
+
+
+def write_replay_report(run_dir: Path, cfg: ReplayConfig, init_s: dict[str, list[float]]) -> str:
+    rows = read_rows(run_dir)
+    by_engine: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_engine.setdefault(r["engine"], []).append(r)
+    summary = {e: engine_summary(rs, cfg.timeout_s) for e, rs in by_engine.items()}
+    groups = {e: per_group(rs) for e, rs in by_engine.items()}
+    diff = differential(by_engine) if cfg.differential else []
+    text = f"# cdbench replay {run_dir.name}\n\nsource {cfg.source}, {len(rows)} rows; " \
+           f"time limit {cfg.timeout_s:g} s, memory limit {cfg.memory_gb:g} GiB, {cfg.workers} worker(s), " \
+           f"engine threads {cfg.engine_threads}\n\n" + markdown(summary, groups, diff, init_s)
+    (run_dir / "summary.md").write_text(text, encoding="utf-8")
+    write_json(run_dir / "summary.json", {"engines": summary, "groups": groups, "differential": diff})
+    try:
+        import pandas as pd
+
+        flat = pd.DataFrame([{k: v for k, v in r.items() if k not in ("instances", "token_texts")} for r in rows])
+        flat.to_parquet(run_dir / "results.parquet", index=False)
+        flat.drop(columns=["mask_us", "advance_us"], errors="ignore").to_csv(run_dir / "results.csv", index=False)
+    except Exception as exc:
+        (run_dir / "results.error").write_text(f"{type(exc).__name__}: {exc}\n")
+    return text

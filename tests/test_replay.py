@@ -1,0 +1,88 @@
+"""Replay: verdicts on hand-made schemas, a deliberately broken engine caught, and workers
+that segfault, hang or allocate without bound classified while the run goes on."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.replay.run import ReplayConfig, replay
+from harness.reporting.writer import read_rows
+
+
+def write_maskbench(tmp_path, records):
+    d = tmp_path / "mb"
+    d.mkdir()
+    (d / "Hand.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return d
+
+
+RECORDS = [
+    {"id": "flags", "schema": {"type": "object", "properties": {"id": {"type": "integer"}, "ok": {"type": "boolean"}},
+                               "required": ["id", "ok"], "additionalProperties": False},
+     "tests": [{"valid": True, "data": {"id": 3, "ok": True}}, {"valid": False, "data": {"id": "3", "ok": True}},
+               {"valid": False, "data": {"id": 3}}]},
+    {"id": "color", "schema": {"type": "object", "properties": {"c": {"enum": ["red", "blue"]}}, "required": ["c"],
+                               "additionalProperties": False},
+     "tests": [{"valid": True, "data": {"c": "red"}}, {"valid": False, "data": {"c": "green"}}]},
+    {"id": "ordered", "schema": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                                 "required": ["a", "b"]},
+     # valid JSON-Schema-wise, but in the other key order: llguidance enforces declared order
+     "tests": [{"valid": True, "data": {"b": 1, "a": 2}}]},
+    {"id": "notkw", "schema": {"type": "object", "properties": {"x": {"not": {"type": "string"}}}},
+     "tests": [{"valid": True, "data": {"x": 1}}]},
+]
+
+
+def cfg(tmp_path, source, **kw):
+    base = dict(source=str(source), reports_dir=str(tmp_path / "reports"), run_id="r", timeout_s=20.0,
+                memory_gb=8.0)
+    base.update(kw)
+    return ReplayConfig(**base)
+
+
+def test_replay_verdicts_and_broken_engine(tmp_path):
+    src = write_maskbench(tmp_path, RECORDS)
+    run_dir = replay(cfg(tmp_path, src, engines=["llguidance", "faulty-allow-all"], differential=True))
+    rows = {(r["engine"], r["task_id"]): r for r in read_rows(run_dir)}
+    assert rows["llguidance", "Hand/flags"]["bucket"] == "pass"
+    assert rows["llguidance", "Hand/color"]["bucket"] == "pass"
+    ordered = rows["llguidance", "Hand/ordered"]
+    assert ordered["bucket"] == "valid_rejected"
+    inst = ordered["instances"][0]
+    assert inst["reject_index"] <= 2 and "b" in inst["reject_token"]  # refused where key "b" starts
+    assert rows["llguidance", "Hand/notkw"]["bucket"] == "unsupported"
+    # the engine that allows everything is caught on every schema with an invalid instance
+    assert rows["faulty-allow-all", "Hand/flags"]["bucket"] == "invalid_accepted"
+    assert rows["faulty-allow-all", "Hand/color"]["bucket"] == "invalid_accepted"
+    assert rows["llguidance", "Hand/flags"]["tokens"] > 5 and rows["llguidance", "Hand/flags"]["warm_compile_s"] > 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["engines"]["llguidance"]["buckets"]["pass"] == 2
+    diff = summary["differential"][0]
+    assert diff["instances_differing"] >= 2 and diff["examples"]
+    text = (run_dir / "summary.md").read_text()
+    assert "invalid_accepted" in text and "p99.9" in text
+
+
+def test_crash_timeout_oom_are_classified_and_run_goes_on(tmp_path):
+    src = write_maskbench(tmp_path, RECORDS[:2])
+    run_dir = replay(cfg(tmp_path, src, engines=["faulty-segfault", "faulty-hang", "faulty-oom", "llguidance"],
+                         timeout_s=3.0, memory_gb=4.0))
+    rows = {(r["engine"], r["task_id"]): r for r in read_rows(run_dir)}
+    assert {rows["faulty-segfault", t]["bucket"] for t in ("Hand/flags", "Hand/color")} == {"crash"}
+    assert {rows["faulty-hang", t]["bucket"] for t in ("Hand/flags", "Hand/color")} == {"timeout"}
+    assert {rows["faulty-oom", t]["bucket"] for t in ("Hand/flags", "Hand/color")} == {"oom"}
+    assert rows["llguidance", "Hand/flags"]["bucket"] == "pass"  # after all that, a healthy engine still runs
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert env["engines"]["faulty-segfault"]["workers_replaced"] == 2
+
+
+def test_resume_skips_finished_schemas(tmp_path):
+    src = write_maskbench(tmp_path, RECORDS[:2])
+    c = cfg(tmp_path, src, engines=["llguidance"], limit=1)
+    replay(c)
+    with pytest.raises(Exception, match="--resume"):
+        replay(cfg(tmp_path, src, engines=["llguidance"]))
+    run_dir = replay(cfg(tmp_path, src, engines=["llguidance"], resume=True))
+    ids = [r["task_id"] for r in read_rows(run_dir)]
+    assert sorted(ids) == ["Hand/color", "Hand/flags"]  # the first one was not replayed again

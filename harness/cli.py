@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from .errors import ConfigError
 
@@ -46,22 +47,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     file_values = load_config_file(args.config) if args.config else {}
     flags = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
     cfg = build_config(file_values, flags)
+    return _run_with_progress(lambda progress: run(cfg, progress=progress), cfg.progress, "case",
+                              lambda r: f"{r['engine']} {r['task_id'][:28]} {r['compile_status']}/{r['finish_reason']}")
+
+
+def _run_with_progress(job: Callable[[Callable[..., None]], Path], enabled: bool | None, unit: str,
+                       describe: Callable[[dict[str, Any]], str]) -> int:
+    """Run a job that reports (done, total, row) per finished item; show a bar, then the summary."""
     bar = None
     started = time.perf_counter()
-    if cfg.progress:
+    if enabled is not False:
         from tqdm import tqdm
 
-        bar = tqdm(total=0, unit="case", file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=0, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
     def progress(done: int, total: int, row: dict[str, Any]) -> None:
-        if bar is None:
-            return
-        bar.total = total
-        bar.set_postfix_str(f"{row['engine']} {row['task_id'][:28]} {row['compile_status']}/{row['finish_reason']}")
-        bar.update(1)
+        if bar is not None:
+            bar.total = total
+            bar.n = done - 1
+            bar.set_postfix_str(describe(row))
+            bar.update(1)
 
     try:
-        run_dir = run(cfg, progress=progress)
+        run_dir = job(progress)
     finally:
         if bar is not None:
             bar.close()
@@ -82,28 +90,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         setattr(cfg, key, value)
     if cfg.workers < 1 or cfg.timeout_s <= 0:
         raise ConfigError("-j must be >= 1 and --timeout > 0")
-    bar = None
-    started = time.perf_counter()
-    if args.progress is not False:
-        from tqdm import tqdm
-
-        bar = tqdm(total=0, unit="schema", file=sys.stderr, dynamic_ncols=True)
-
-    def progress(done: int, total: int, row: dict[str, Any]) -> None:
-        if bar is not None:
-            bar.total = total
-            bar.n = done - 1
-            bar.set_postfix_str(f"{row['engine']} {row['task_id'][:30]} {row['bucket']}")
-            bar.update(1)
-
-    try:
-        run_dir = replay(cfg, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
-    print((run_dir / "summary.md").read_text(encoding="utf-8"))
-    print(f"wall time {time.perf_counter() - started:.1f} s; results in {run_dir}/")
-    return 0
+    return _run_with_progress(lambda progress: replay(cfg, progress=progress), args.progress, "schema",
+                              lambda r: f"{r['engine']} {r['task_id'][:30]} {r['bucket']}")
 
 
 def cmd_engines(args: argparse.Namespace) -> int:
@@ -133,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rep.add_argument("--draft", help="JSON Schema Test Suite draft directory (default draft2020-12)")
     p_rep.add_argument("--limit", type=int, help="first N schemas only")
     p_rep.add_argument("--sample", type=int, help="a seeded random sample of N schemas")
-    p_rep.add_argument("--seed", type=int, help="seed for --sample (default 0)")
+    p_rep.add_argument("--sample-per-group", dest="sample_per_group", type=int,
+                       help="a seeded random sample of at most N schemas from each group")
+    p_rep.add_argument("--seed", type=int, help="seed for --sample and --sample-per-group (default 0)")
     p_rep.add_argument("--engines", help="comma-separated engines (default llguidance,xgrammar)")
     p_rep.add_argument("-j", dest="workers", type=int, help="worker processes per engine (default 1)")
     p_rep.add_argument("--timeout", dest="timeout_s", type=float, help="per-schema time limit, s (default 60)")

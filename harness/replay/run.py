@@ -35,6 +35,7 @@ class ReplayConfig:
     draft: str = "draft2020-12"
     limit: int | None = None
     sample: int | None = None
+    sample_per_group: int | None = None
     seed: int = 0
     engines: list[str] = field(default_factory=lambda: ["llguidance", "xgrammar"])
     workers: int = 1
@@ -76,6 +77,14 @@ def load_replay_tasks(cfg: ReplayConfig) -> list[Task]:
     else:
         raise ConfigError(f"replay source '{cfg.source}' is not maskbench, jsts, builtin or a directory")
     tasks = [t for t in tasks if t.examples]
+    if cfg.sample_per_group is not None:
+        rng = random.Random(cfg.seed)
+        by_group: dict[str, list[Task]] = {}
+        for t in tasks:
+            by_group.setdefault(group_of(t), []).append(t)
+        tasks = sorted((t for g in sorted(by_group) for t in
+                        (by_group[g] if len(by_group[g]) <= cfg.sample_per_group
+                         else rng.sample(by_group[g], cfg.sample_per_group))), key=lambda t: t.id)
     if cfg.sample is not None and cfg.sample < len(tasks):
         rng = random.Random(cfg.seed)
         tasks = sorted(rng.sample(tasks, cfg.sample), key=lambda t: t.id)

@@ -142,6 +142,15 @@ def markdown(summary: dict[str, dict[str, Any]], groups: dict[str, dict[str, dic
         if t:
             lines.append(f"| {e} | {len(t)} | {np.mean(t):.2f} | {np.max(t):.2f} |")
     if groups:
+        all_groups = sorted({g for e in groups for g in groups[e]})
+        lines += ["", "## Pass per group (passing schemas / schemas)", "",
+                  "| group | " + " | ".join(engines) + " |", "|---|" + "---:|" * len(engines)]
+        for g in all_groups:
+            cells = []
+            for e in engines:
+                b = groups[e].get(g)
+                cells.append(f"{b['pass']}/{sum(b.values())}" if b else "–")
+            lines.append(f"| {g} | " + " | ".join(cells) + " |")
         lines += ["", "## Buckets per group", "", "| group | engine | " + " | ".join(BUCKETS) + " |",
                   "|---|---|" + "---:|" * len(BUCKETS)]
         for g in sorted({g for e in groups for g in groups[e]}):

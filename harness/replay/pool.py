@@ -47,13 +47,18 @@ class WorkerPool:
         self.init_times: list[float] = []
         self.info: dict[str, Any] = {}
         self.replaced = 0
+        self.run_s = 0.0  # wall time spent serving jobs, start-up excluded
         self._workers: list[_Worker] = []
 
-    def _spawn(self) -> _Worker:
+    def _launch(self) -> tuple[Any, Connection]:
         parent, child = _CTX.Pipe()
         proc = _CTX.Process(target=worker_main, args=(child, self.spec), daemon=True)
         proc.start()
         child.close()
+        return proc, parent
+
+    def _spawn(self, launched: tuple[Any, Connection] | None = None) -> _Worker:
+        proc, parent = launched or self._launch()
         if not parent.poll(self.init_timeout_s):
             proc.kill()
             raise RuntimeError(f"engine '{self.spec.engine}' worker did not start within {self.init_timeout_s:g} s")
@@ -70,7 +75,9 @@ class WorkerPool:
         return _Worker(proc, parent)
 
     def start(self) -> None:
-        self._workers = [self._spawn() for _ in range(self.size)]
+        """Start every worker at once (their start-up runs in parallel), then wait for each."""
+        launched = [self._launch() for _ in range(self.size)]
+        self._workers = [self._spawn(x) for x in launched]
 
     def close(self) -> None:
         for w in self._workers:
@@ -98,6 +105,14 @@ class WorkerPool:
 
         status is "done" (payload = the worker's result), or "timeout", "crash", "oom", "exception".
         """
+        started = time.perf_counter()
+        try:
+            self._run(jobs, timeout_s, on_result)
+        finally:
+            self.run_s += time.perf_counter() - started
+
+    def _run(self, jobs: Iterable[tuple[Any, Job]], timeout_s: float,
+             on_result: Callable[[Any, str, dict[str, Any], float], None]) -> None:
         pending: Iterator[tuple[Any, Job]] = iter(jobs)
         exhausted = False
         while True:

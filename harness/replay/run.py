@@ -196,7 +196,8 @@ def replay(cfg: ReplayConfig, progress: Callable[[int, int, dict[str, Any]], Non
             finally:
                 pool.close()
             init_s[name] = pool.init_times
-            engines_info[name] = {**pool.info, "workers_replaced": pool.replaced}
+            engines_info[name] = {**pool.info, "workers_replaced": pool.replaced, "replay_s": pool.run_s,
+                                  "schemas": len(todo), "workers": cfg.workers}
     finally:
         writer.close()
     env.update({"engines": engines_info, "engine_init_s": init_s})

@@ -14,8 +14,10 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..engines.base import EngineOptions, Unsupported
-from ..engines.bitmask import is_allowed, new_bitmask
+from ..engines.bitmask import new_bitmask
 from ..tasks.task import Task
 
 
@@ -82,25 +84,26 @@ def replay_job(engine: Any, job: Job) -> dict[str, Any]:
                    cold_compile_s=time.perf_counter() - t0)
         return out
     out["cold_compile_s"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    engine.compile(job.task)
-    out["warm_compile_s"] = time.perf_counter() - t1
     bitmask = new_bitmask(view.vocab_size)
-    mask_us: list[float] = []
-    advance_us: list[float] = []
+    words = memoryview(bitmask)  # reading one word: a Python int, without a numpy scalar
+    clock = time.perf_counter
+    mask_s: list[float] = []
+    advance_s: list[float] = []
     results: list[InstanceResult] = []
+    digests = job.digests
+    append_mask, append_advance = mask_s.append, advance_s.append
     for example, ids, valid in job.instances:
         matcher = compiled.matcher()
+        fill, advance = matcher.fill_mask, matcher.advance
         res = InstanceResult(example, valid, False, len(ids))
-        steps = list(ids) + [eos]
-        for i, token in enumerate(steps):
-            a = time.perf_counter()
-            matcher.fill_mask(bitmask)
-            b = time.perf_counter()
-            mask_us.append((b - a) * 1e6)
-            if job.digests:
+        for i, token in enumerate(ids + [eos]):  # the hot loop: keep it to the timed calls
+            a = clock()
+            fill(bitmask)
+            b = clock()
+            append_mask(b - a)
+            if digests:
                 res.digests.append(hashlib.blake2b(bitmask.tobytes(), digest_size=8).hexdigest())
-            if not is_allowed(bitmask, token):
+            if not (words[token >> 5] >> (token & 31)) & 1:
                 res.reject_index = i
                 res.reject_token = "<EOS>" if token == eos else view.token_bytes[token].decode("utf-8", "replace")
                 res.context = view.decode(ids[max(0, i - 8):i]).decode("utf-8", "replace")
@@ -108,15 +111,22 @@ def replay_job(engine: Any, job: Job) -> dict[str, Any]:
             if token == eos:
                 res.accepted = True
                 break
-            c = time.perf_counter()
-            ok = matcher.advance(token)
-            advance_us.append((time.perf_counter() - c) * 1e6)
+            c = clock()
+            ok = advance(token)
+            append_advance(clock() - c)
             if not ok:
                 res.reject_index = i
                 res.reject_token = view.token_bytes[token].decode("utf-8", "replace")
                 res.context = "mask allowed it but advance refused"
                 break
         results.append(res)
+    # The warm compile (same compiler, same schema, second time) comes after the replay, so that
+    # the masks run right after the compile that built their grammar, as in a direct loop.
+    t1 = time.perf_counter()
+    engine.compile(job.task)
+    out["warm_compile_s"] = time.perf_counter() - t1
+    mask_us = np.round(np.asarray(mask_s) * 1e6, 2).tolist()
+    advance_us = np.round(np.asarray(advance_s) * 1e6, 2).tolist()
     out["mask_us"] = mask_us
     out["advance_us"] = advance_us
     out["instances"] = [r.__dict__ for r in results]

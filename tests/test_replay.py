@@ -86,3 +86,22 @@ def test_resume_skips_finished_schemas(tmp_path):
     run_dir = replay(cfg(tmp_path, src, engines=["llguidance"], resume=True))
     ids = [r["task_id"] for r in read_rows(run_dir)]
     assert sorted(ids) == ["Hand/color", "Hand/flags"]  # the first one was not replayed again
+
+
+def test_grammar_tasks_replay_with_positive_and_negative_strings(gemma_tok, engines):
+    """CFG replay uses the same machinery: a grammar task's strings are forced through each engine."""
+    from harness.replay.worker import Job, replay_job
+    from harness.tasks.task import Example, Task
+
+    task = Task(id="arith", kind="cfg", source="test", prompt=[],
+                grammars={"lark": 'start: expr\nexpr: term (("+"|"-") term)*\nterm: NUM | "(" expr ")"\nNUM: /[0-9]+/',
+                          "ebnf": 'root ::= expr\nexpr ::= term (("+" | "-") term)*\nterm ::= [0-9]+ | "(" expr ")"'},
+                examples=[Example("1+2", True), Example("(10-3)+4", True), Example("1+", False), Example("(2", False),
+                          Example("1*2", False)])
+    insts = [(i, gemma_tok.encode(task.example_text(e)), e.valid) for i, e in enumerate(task.examples)]
+    for name in ("llguidance", "xgrammar"):
+        out = replay_job(engines[name], Job(task, insts))
+        assert out["compile_status"] == "ok"
+        verdicts = [(i["valid"], i["accepted"]) for i in out["instances"]]
+        assert verdicts == [(True, True), (True, True), (False, False), (False, False), (False, False)], name
+    assert replay_job(engines["outlines"], Job(task, insts))["compile_status"] == "unsupported"  # no regex given

@@ -94,6 +94,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
                               lambda r: f"{r['engine']} {r['task_id'][:30]} {r['bucket']}")
 
 
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from pathlib import Path as _Path
+
+    from .config import default_data_dir
+    from .tasks.catalog import catalog, format_catalog
+
+    data_dir = _Path(args.data_dir) if args.data_dir else default_data_dir()
+    print(format_catalog(catalog(data_dir)))
+    return 0
+
+
 def cmd_engines(args: argparse.Namespace) -> int:
     from .engines import ENGINES
     from .environment import package_version
@@ -138,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rep.add_argument("--data-dir", dest="data_dir")
     p_rep.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p_rep.set_defaults(func=cmd_replay)
+    p_tasks = sub.add_parser("tasks", help="task sources and their counts")
+    p_tasks.add_argument("action", choices=["list"], help="list: every source with task counts")
+    p_tasks.add_argument("--data-dir", dest="data_dir")
+    p_tasks.set_defaults(func=cmd_tasks)
     p_eng = sub.add_parser("engines", help="list engines and whether they are installed")
     p_eng.set_defaults(func=cmd_engines)
     args = parser.parse_args(argv)

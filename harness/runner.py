@@ -131,7 +131,7 @@ def score_row(task: Task, text: str) -> dict[str, Any]:
 def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg: RunConfig,
              comp: CompileOutcome, gen: Generation | None, prompt_tokens: int, lm: LanguageModel) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "task_id": task.id, "source": task.source, "kind": task.kind,
+        "task_id": task.id, "source": task.source, "kind": task.kind, "tags": ",".join(task.tags),
         "engine": engine.name, "engine_version": engine.version(),
         "engine_settings": json.dumps(engine.settings(), sort_keys=True),
         "sampler": sampler.name, "sampler_settings": json.dumps(sampler.settings(), sort_keys=True),

@@ -9,6 +9,7 @@ from typing import Any, Iterable
 
 from ..errors import ConfigError
 from ..registry import Registry
+from .features import schema_keywords
 from .prompts import json_schema_prompt
 from .task import Example, Task
 
@@ -47,7 +48,8 @@ def load_schema_file(path: str | Path) -> Task:
     problem = check_schema(schema)
     if problem:
         raise ConfigError(f"{path}: not a valid JSON Schema: {problem}")
-    return Task(id=path.stem, kind="json_schema", source="file", prompt=json_schema_prompt(schema), schema=schema)
+    return Task(id=path.stem, kind="json_schema", source="file", prompt=json_schema_prompt(schema), schema=schema,
+                tags=schema_keywords(schema))
 
 
 def load_builtin(directory: str | Path | None = None, **_: Any) -> list[Task]:
@@ -73,6 +75,7 @@ def load_builtin(directory: str | Path | None = None, **_: Any) -> list[Task]:
                 prompt=json_schema_prompt(doc["schema"], doc.get("prompt")),
                 schema=doc["schema"],
                 examples=examples,
+                tags=schema_keywords(doc["schema"]),
             )
         )
     return tasks
@@ -130,6 +133,7 @@ def load_jsonschemabench(directory: str | Path, subset: str | list[str] | None =
                     source=f"jsonschemabench:{name}",
                     prompt=json_schema_prompt(schema),
                     schema=schema,
+                    tags=schema_keywords(schema),
                 )
             )
     return tasks

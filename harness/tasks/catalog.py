@@ -1,0 +1,63 @@
+"""`cdbench tasks list`: every task source this installation can read, with its counts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from .loaders import BUILTIN_DIR, iter_jsonl, load_builtin
+
+
+def _count_lines(path: Path) -> int:
+    with path.open(encoding="utf-8") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def catalog(data_dir: Path) -> list[tuple[str, str, int, str]]:
+    """Rows of (source, part, tasks, note); a missing source is a row that says so."""
+    rows: list[tuple[str, str, int, str]] = []
+    builtin = load_builtin(BUILTIN_DIR)
+    n_examples = sum(len(t.examples) for t in builtin)
+    rows.append(("builtin", "json_schema", len(builtin), f"{n_examples} labelled instances"))
+    jsb = data_dir / "jsonschemabench" / "schemas"
+    if jsb.is_dir():
+        total = 0
+        for path in sorted(jsb.glob("*.jsonl")):
+            n = _count_lines(path)
+            total += n
+            rows.append(("jsonschemabench", path.stem, n, ""))
+        rows.append(("jsonschemabench", "TOTAL", total, str(jsb)))
+    else:
+        rows.append(("jsonschemabench", "-", 0, f"not found: {jsb}"))
+    mb = data_dir / "jsonschemabench" / "maskbench"
+    if mb.is_dir():
+        total = instances = 0
+        for path in sorted(mb.glob("*.jsonl")):
+            n = 0
+            for _, row in iter_jsonl(path):
+                n += 1
+                instances += len(row.get("tests") or []) if isinstance(row, dict) else 0
+            total += n
+            rows.append(("maskbench", path.stem, n, ""))
+        rows.append(("maskbench", "TOTAL", total, f"{instances} labelled instances"))
+    else:
+        rows.append(("maskbench", "-", 0, f"not found: {mb}"))
+    suite = data_dir / "json-schema-test-suite"
+    if suite.is_dir():
+        from .jsts import list_drafts, load_test_suite
+
+        for draft in list_drafts(suite):
+            try:
+                groups = load_test_suite(suite, draft)
+            except ConfigError as exc:
+                rows.append(("json-schema-test-suite", draft, 0, str(exc)))
+                continue
+            tests = sum(len(t.examples) for t in groups)
+            rows.append(("json-schema-test-suite", draft, len(groups), f"{tests} tests"))
+    else:
+        rows.append(("json-schema-test-suite", "-", 0, f"not found: {suite}"))
+    return rows
+
+
+def format_catalog(rows: list[tuple[str, str, int, str]]) -> str:
+    width = max(len(f"{s} {p}") for s, p, _, _ in rows)
+    return "\n".join(f"{(s + ' ' + p).ljust(width)}  {n:>6}  {note}".rstrip() for s, p, n, note in rows)

@@ -125,7 +125,10 @@ def score_row(task: Task, text: str) -> dict[str, Any]:
         v = judge(task.schema, text)
         return {"parses": v.parses, "schema_valid": v.schema_valid, "valid": v.valid,
                 "validator": v.draft, "validation_error": v.error}
-    return {"parses": None, "schema_valid": None, "valid": None, "validator": None, "validation_error": "no referee"}
+    from .scoring.lark_check import lark_accepts
+
+    ok, err = lark_accepts(task.grammars["lark"], text)
+    return {"parses": ok, "schema_valid": None, "valid": ok, "validator": "lark-earley", "validation_error": err}
 
 
 def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg: RunConfig,

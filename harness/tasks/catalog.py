@@ -18,6 +18,17 @@ def catalog(data_dir: Path) -> list[tuple[str, str, int, str]]:
     builtin = load_builtin(BUILTIN_DIR)
     n_examples = sum(len(t.examples) for t in builtin)
     rows.append(("builtin", "json_schema", len(builtin), f"{n_examples} labelled instances"))
+    from .grammars import GRAMMARS_DIR, load_grammars
+
+    try:
+        cfg_tasks = load_grammars(GRAMMARS_DIR)
+    except ConfigError as exc:
+        rows.append(("cfg", "-", 0, str(exc)))
+    else:
+        for t in cfg_tasks:
+            pos = sum(1 for e in t.examples if e.valid)
+            rows.append(("cfg", t.id, 1, f"{pos} positive / {len(t.examples) - pos} negative; formats {','.join(sorted(t.grammars))}"))
+        rows.append(("cfg", "TOTAL", len(cfg_tasks), f"{sum(len(t.examples) for t in cfg_tasks)} example strings"))
     jsb = data_dir / "jsonschemabench" / "schemas"
     if jsb.is_dir():
         total = 0

@@ -142,6 +142,7 @@ def load_jsonschemabench(directory: str | Path, subset: str | list[str] | None =
 DATASETS: Registry = Registry("dataset")
 DATASETS.register("builtin", load_builtin)
 DATASETS.register("jsonschemabench", load_jsonschemabench)
+DATASETS.register("cfg", "harness.tasks.grammars:load_grammars")
 
 
 def load_tasks(dataset: str | None, subset: str | list[str] | None = None, limit: int | None = None,

@@ -12,7 +12,8 @@ from .errors import ConfigError
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML file with any of the run settings (a [run] table or top-level keys)")
-    p.add_argument("--dataset", help="'builtin' (default), 'jsonschemabench', or a directory in the JSONSchemaBench layout")
+    p.add_argument("--dataset", help="builtin (default), cfg (grammars/), jsonschemabench (data dir), hub "
+                   "(epfl-dlab/JSONSchemaBench via the Hugging Face cache), or a directory in the JSONSchemaBench layout")
     p.add_argument("--subset", help="subset name(s), comma-separated (JSONSchemaBench: Github_easy, ...)")
     p.add_argument("--schema", dest="schema_files", action="append", help="run on this JSON Schema file (repeatable)")
     p.add_argument("--limit", type=int, help="first N tasks only")
@@ -34,6 +35,9 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reports-dir", dest="reports_dir")
     p.add_argument("--run-id", dest="run_id")
     p.add_argument("--data-dir", dest="data_dir", help="root of the datasets (default $CDBENCH_DATA_DIR or ../shared/datasets)")
+    p.add_argument("--split", help="hub dataset split: train, val or test (default test)")
+    p.add_argument("--hub-cache", dest="hub_cache", help="Hugging Face cache directory for --dataset hub")
+    p.add_argument("--offline", action="store_true", default=None, help="hub: read the local cache only")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
 
 
@@ -100,6 +104,12 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     from .config import default_data_dir
     from .tasks.catalog import catalog, format_catalog
 
+    if args.matrix:
+        from .engines import DEFAULT_ENGINES
+        from .tasks.catalog import support_matrix
+
+        print(support_matrix(DEFAULT_ENGINES))
+        return 0
     data_dir = _Path(args.data_dir) if args.data_dir else default_data_dir()
     print(format_catalog(catalog(data_dir)))
     return 0
@@ -150,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rep.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p_rep.set_defaults(func=cmd_replay)
     p_tasks = sub.add_parser("tasks", help="task sources and their counts")
-    p_tasks.add_argument("action", choices=["list"], help="list: every source with task counts")
+    p_tasks.add_argument("action", nargs="?", choices=["list"], default="list", help="list: every source with task counts")
+    p_tasks.add_argument("--matrix", action="store_true", help="which engine supports which task kind and grammar")
     p_tasks.add_argument("--data-dir", dest="data_dir")
     p_tasks.set_defaults(func=cmd_tasks)
     p_eng = sub.add_parser("engines", help="list engines and whether they are installed")

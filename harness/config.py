@@ -23,7 +23,7 @@ def default_data_dir() -> Path:
 
 @dataclass
 class RunConfig:
-    dataset: str = "builtin"          # "builtin", "jsonschemabench", or a directory
+    dataset: str = "builtin"          # builtin, cfg, jsonschemabench, hub, or a directory
     subset: list[str] = field(default_factory=list)
     limit: int | None = None
     schema_files: list[str] = field(default_factory=list)
@@ -44,6 +44,9 @@ class RunConfig:
     reports_dir: str = "reports"
     run_id: str | None = None
     data_dir: str | None = None
+    split: str = "test"                # hub dataset split (train / val / test)
+    hub_cache: str | None = None       # Hugging Face cache directory (default: the library's)
+    offline: bool | None = None        # hub: read the cache only (default: HF_HUB_OFFLINE / CDBENCH_OFFLINE)
     bootstrap_seed: int = 0
     progress: bool = True
 

@@ -181,7 +181,12 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
     dataset = cfg.dataset
     if dataset == "jsonschemabench":
         dataset = str(data_dir / "jsonschemabench" / "schemas")
-    tasks = load_tasks(dataset, cfg.subset or None, cfg.limit, cfg.schema_files or None)
+    if dataset == "hub" and not cfg.schema_files:
+        from .tasks.hub import load_hub
+
+        tasks = load_hub(cfg.subset or None, cfg.split, cfg.hub_cache, cfg.offline)[: cfg.limit]
+    else:
+        tasks = load_tasks(dataset, cfg.subset or None, cfg.limit, cfg.schema_files or None)
     if not tasks:
         raise ConfigError(f"dataset '{cfg.dataset}' gave no tasks")
     engine_names = resolve_engines(cfg.engines)

@@ -72,3 +72,39 @@ def catalog(data_dir: Path) -> list[tuple[str, str, int, str]]:
 def format_catalog(rows: list[tuple[str, str, int, str]]) -> str:
     width = max(len(f"{s} {p}") for s, p, _, _ in rows)
     return "\n".join(f"{(s + ' ' + p).ljust(width)}  {n:>6}  {note}".rstrip() for s, p, n, note in rows)
+
+
+def support_matrix(engine_names: list[str]) -> str:
+    """Which engine takes which task kind, and which grammar tasks it can run (by format)."""
+    from ..engines import ENGINES
+    from .grammars import GRAMMARS_DIR, load_grammars
+
+    try:
+        grammar_tasks = load_grammars(GRAMMARS_DIR)
+    except ConfigError:
+        grammar_tasks = []
+    header = ["task"] + engine_names
+    rows = [["json_schema (any JSON Schema)"]]
+    classes = {}
+    for name in engine_names:
+        try:
+            classes[name] = ENGINES.get(name)
+        except ConfigError:
+            classes[name] = None
+    for name in engine_names:
+        cls = classes[name]
+        rows[0].append("not installed" if cls is None else ("yes" if "json_schema" in cls.kinds else "no"))
+    for task in grammar_tasks:
+        row = [f"cfg: {task.id}"]
+        for name in engine_names:
+            cls = classes[name]
+            if cls is None:
+                row.append("not installed")
+            elif "cfg" not in cls.kinds or cls.grammar_format not in task.grammars:
+                row.append(f"unsupported (no {cls.grammar_format})")
+            else:
+                row.append(f"yes ({cls.grammar_format})")
+        rows.append(row)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 from ..errors import ConfigError
 from .loaders import _read_json, _require_schema
+from .features import schema_keywords
 from .prompts import json_schema_prompt
 from .task import Example, Task
 
@@ -75,7 +76,7 @@ def _group_task(draft: str, rel: str, index: int, group: Any, where: str) -> Tas
         prompt=json_schema_prompt(schema),
         schema=schema,
         examples=examples,
-        tags=tags,
+        tags=tags + [k for k in schema_keywords(schema) if k not in tags],  # keyword file first: reports group by it
     )
 
 

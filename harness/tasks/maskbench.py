@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .loaders import _require_schema, iter_jsonl
+from .features import schema_keywords
 from .prompts import json_schema_prompt
 from .task import Example, Task
 
@@ -53,7 +54,10 @@ def _task(group: str, row: Any, where: str) -> Task:
     _require_schema(schema, where)
     meta = row.get("meta")
     features = meta.get("features") if isinstance(meta, dict) else None
-    tags = sorted(str(f) for f in features) if isinstance(features, list) else []
+    # The static keyword walk, plus upstream's own feature labels where they name something else.
+    tags = schema_keywords(schema) if isinstance(schema, (dict, bool)) else []
+    if isinstance(features, list):
+        tags = sorted(set(tags) | {str(f) for f in features})
     return Task(
         id=f"{group}/{row['id']}",
         kind="json_schema",

@@ -30,7 +30,11 @@ class RunConfig:
     engines: list[str] = field(default_factory=list)  # empty = every installed engine
     samplers: list[str] = field(default_factory=lambda: ["masking"])
     seeds: list[int] = field(default_factory=lambda: [0])
-    temperature: float = 0.0
+    temperature: float = 0.0           # masking only; AWRS samples at temperature 1
+    particles: int = 5                 # awrs-smc
+    ess_threshold: float = 0.5         # awrs-smc: resample when ESS < threshold * particles
+    resampling: str = "multinomial"    # awrs-smc: multinomial | stratified
+    variant: str = "paper"             # awrs: paper (two-pass) | recursive
     max_tokens: int = 256
     model: str | None = None           # GGUF path; None = the default Gemma 3 270M
     n_ctx: int = 4096

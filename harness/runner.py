@@ -171,6 +171,20 @@ def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg:
     return row
 
 
+def make_sampler(name: str, cfg: RunConfig) -> Any:
+    """Build a sampler from the run settings its constructor takes (temperature, particles, ...)."""
+    import inspect
+
+    cls = SAMPLERS.get(name)
+    accepted = inspect.signature(cls).parameters
+    options = {k: getattr(cfg, k) for k in ("temperature", "particles", "ess_threshold", "resampling", "variant")
+               if k in accepted}
+    try:
+        return cls(**options)
+    except ValueError as exc:
+        raise ConfigError(f"sampler '{name}': {exc}") from exc
+
+
 def new_run_id() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
@@ -203,7 +217,7 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
         except Unsupported as exc:
             raise ConfigError(f"engine '{name}' cannot run with model {lm.name}: {exc}") from exc
         engine_init[name] = time.perf_counter() - t0
-    samplers = [SAMPLERS.create(name, temperature=cfg.temperature) for name in cfg.samplers]
+    samplers = [make_sampler(name, cfg) for name in cfg.samplers]
 
     run_id = cfg.run_id or new_run_id()
     run_dir = Path(cfg.reports_dir) / run_id

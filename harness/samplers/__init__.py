@@ -4,5 +4,7 @@ from .base import Generation, Sampler
 
 SAMPLERS: Registry[Sampler] = Registry("sampler")
 SAMPLERS.register("masking", "harness.samplers.masking:MaskingSampler")
+SAMPLERS.register("awrs", "harness.samplers.smc:AWRSSampler")
+SAMPLERS.register("awrs-smc", "harness.samplers.smc:AWRSSMCSampler")
 
 __all__ = ["SAMPLERS", "Generation", "Sampler"]

@@ -135,3 +135,28 @@ def test_evaluations_near_two_over_z():
     z = float(np.exp(logp)[allowed].sum())
     evals = [paper_step(logp, lambda t: bool(allowed[t]), rng).evaluations for _ in range(2000)]
     assert np.mean(evals) <= 2.2 / z
+
+
+@pytest.mark.parametrize("max_redraws", [64, 0])
+def test_cheap_visiting_order_is_sampling_without_replacement(max_redraws):
+    """Inverse-CDF draws with repeats dropped (and the Gumbel fallback, forced by max_redraws=0)
+    give the Plackett-Luce distribution of the first two tokens, with a removed token skipped."""
+    from itertools import islice
+
+    from harness.samplers.awrs import without_replacement
+
+    p = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+    removed = {3}
+    rng = np.random.default_rng(7)
+    n = 40000
+    counts: dict[tuple[int, int], int] = {}
+    for _ in range(n):
+        pair = tuple(islice(without_replacement(np.log(p), rng, removed, max_redraws), 2))
+        counts[pair] = counts.get(pair, 0) + 1
+    q = p.copy()
+    q[3] = 0.0
+    q /= q.sum()
+    for (a, b), k in counts.items():
+        assert 3 not in (a, b)
+        exact = q[a] * q[b] / (1 - q[a])
+        assert abs(k / n - exact) < 0.01, ((a, b), k / n, exact)

@@ -76,7 +76,7 @@ class LanguageModel(Protocol):
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    m = np.max(x)
-    shifted = x - m
-    return shifted - np.log(np.sum(np.exp(shifted)))
+    """Normalised log-probabilities; the sum is taken in float64 so large vocabularies stay exact."""
+    x = np.asarray(x)
+    shifted = x - np.max(x)
+    return shifted - np.log(np.sum(np.exp(shifted), dtype=np.float64))

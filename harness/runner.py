@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import REPO_ROOT, RunConfig, default_data_dir
+from .config import REPO_ROOT, RunConfig
 from .engines import DEFAULT_ENGINES, ENGINES, CompileError, ConstraintEngine, EngineOptions, Unsupported
 from .environment import environment
 from .errors import ConfigError
@@ -191,16 +191,8 @@ def new_run_id() -> str:
 
 def run(cfg: RunConfig, lm: LanguageModel | None = None,
         progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> Path:
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
-    dataset = cfg.dataset
-    if dataset == "jsonschemabench":
-        dataset = str(data_dir / "jsonschemabench" / "schemas")
-    if dataset == "hub" and not cfg.schema_files:
-        from .tasks.hub import load_hub
-
-        tasks = load_hub(cfg.subset or None, cfg.split, cfg.hub_cache, cfg.offline)[: cfg.limit]
-    else:
-        tasks = load_tasks(dataset, cfg.subset or None, cfg.limit, cfg.schema_files or None)
+    tasks = load_tasks(cfg.dataset, cfg.subset or None, cfg.limit, cfg.schema_files or None,
+                       data_dir=cfg.data_dir, split=cfg.split, hub_cache=cfg.hub_cache, offline=cfg.offline)
     if not tasks:
         raise ConfigError(f"dataset '{cfg.dataset}' gave no tasks")
     engine_names = resolve_engines(cfg.engines)

@@ -31,6 +31,3 @@ def from_bool(allowed: np.ndarray) -> np.ndarray:
 def allowed_ids(bitmask: np.ndarray, vocab_size: int) -> np.ndarray:
     return np.flatnonzero(to_bool(bitmask, vocab_size))
 
-
-def count_allowed(bitmask: np.ndarray, vocab_size: int) -> int:
-    return int(to_bool(bitmask, vocab_size).sum())

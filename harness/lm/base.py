@@ -43,14 +43,6 @@ class TokenizerView:
 
 
 @runtime_checkable
-class Tokenizer(Protocol):
-    view: TokenizerView
-
-    def encode(self, text: str) -> list[int]:
-        """Tokenize plain text (no special tokens added)."""
-
-
-@runtime_checkable
 class LanguageModel(Protocol):
     """Next-token scores over the full vocabulary for a prompt + continuation prefix."""
 

@@ -27,9 +27,12 @@ class Estimator:
     second_pass: bool = True
     remove_x_before_pass2: bool = False
     count_pass1_rejections: bool = True
+    proper: bool = True  # False: pass 1 only and weight 1, i.e. exact LCD sampling (ALGORITHMS.md 3.3, 8)
 
     def log_weight(self, pass1_rejected_mass: float, n1: int, n2: int) -> float:
         """log((1 - R) / (n + 1)) for normalised proposal probabilities (Zp applied by the caller)."""
+        if not self.proper:
+            return 0.0
         one_minus_r = 1.0 - pass1_rejected_mass
         if one_minus_r <= 0.0:
             return -math.inf
@@ -40,6 +43,7 @@ class Estimator:
 
 
 PAPER = Estimator("paper")
+IMPROPER = Estimator("improper", second_pass=False, proper=False)
 
 
 def gumbel_order(logp: np.ndarray, rng: np.random.Generator, removed: set[int] | frozenset[int] = frozenset(),

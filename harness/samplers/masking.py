@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..engines.base import Matcher
-from ..engines.bitmask import is_allowed, new_bitmask, to_bool
+from ..engines.bitmask import allowed_ids, is_allowed, new_bitmask, to_bool
 from ..lm.base import LanguageModel
 from .base import Generation, now, sample_from_logits
 
@@ -94,7 +94,7 @@ class MaskingSampler:
             masked = np.where(to_bool(bitmask, vocab), logits, -np.inf)
             best = int(np.argmax(masked))
             return best if np.isfinite(masked[best]) else -1
-        allowed = np.flatnonzero(to_bool(bitmask, vocab))
+        allowed = allowed_ids(bitmask, vocab)
         if allowed.size == 0:
             return -1
         return int(allowed[sample_from_logits(logits[allowed].astype(np.float64), self.temperature, rng)])

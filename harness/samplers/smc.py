@@ -20,7 +20,7 @@ import numpy as np
 
 from ..engines.base import Matcher
 from ..lm.base import LanguageModel, log_softmax
-from .awrs import PAPER, paper_step, recursive_step
+from .awrs import IMPROPER, PAPER, paper_step, recursive_step
 from .base import Generation, now
 
 
@@ -86,10 +86,7 @@ class AWRSSMCSampler:
     def _step(self, logp: np.ndarray, check, rng: np.random.Generator):
         if self.variant == "recursive" and self.proper_weights:
             return recursive_step(logp, check, rng)
-        step = paper_step(logp, check, rng, PAPER if self.proper_weights else _IMPROPER)
-        if not self.proper_weights and math.isfinite(step.log_weight):
-            step.log_weight = 0.0
-        return step
+        return paper_step(logp, check, rng, PAPER if self.proper_weights else IMPROPER)
 
     def generate(self, lm: LanguageModel, matcher: Matcher, prompt: Sequence[int], max_tokens: int, seed: int,
                  deadline: float | None = None) -> Generation:
@@ -171,9 +168,6 @@ class AWRSSMCSampler:
                      "log_weights": json.dumps([round(float(x), 6) for x in log_w]),
                      "posterior": json.dumps(posterior, ensure_ascii=False)}
         return gen
-
-
-_IMPROPER = PAPER.__class__("improper", second_pass=False)
 
 
 class AWRSSampler(AWRSSMCSampler):

@@ -79,3 +79,9 @@ def load_hub(subset: str | list[str] | None, split: str = "test", cache_dir: str
                 tasks.append(Task(id=f"{name}/{row.unique_id}", kind="json_schema", source=f"hub:{name}:{split}",
                                   prompt=json_schema_prompt(schema), schema=schema, tags=schema_keywords(schema)))
     return tasks
+
+
+def load_hub_dataset(subset: str | list[str] | None = None, split: str = "test", hub_cache: str | None = None,
+                     offline: bool | None = None, **_: Any) -> list[Task]:
+    """The dataset-registry entry: run settings' names for the hub options."""
+    return load_hub(subset, split, hub_cache, offline)

@@ -139,21 +139,34 @@ def load_jsonschemabench(directory: str | Path, subset: str | list[str] | None =
     return tasks
 
 
+def load_jsonschemabench_data(subset: str | list[str] | None = None, data_dir: str | Path | None = None,
+                              **_: Any) -> list[Task]:
+    """JSONSchemaBench from the data directory ($CDBENCH_DATA_DIR or ../shared/datasets)."""
+    from ..config import default_data_dir
+
+    root = Path(data_dir) if data_dir else default_data_dir()
+    return load_jsonschemabench(root / "jsonschemabench" / "schemas", subset)
+
+
+# Every loader takes subset= and ignores options it has no use for (data_dir, split, ...).
 DATASETS: Registry = Registry("dataset")
 DATASETS.register("builtin", load_builtin)
-DATASETS.register("jsonschemabench", load_jsonschemabench)
+DATASETS.register("jsonschemabench", load_jsonschemabench_data)
 DATASETS.register("cfg", "harness.tasks.grammars:load_grammars")
+DATASETS.register("hub", "harness.tasks.hub:load_hub_dataset")
 
 
 def load_tasks(dataset: str | None, subset: str | list[str] | None = None, limit: int | None = None,
-               schema_files: list[str] | None = None) -> list[Task]:
-    """Resolve a dataset name or directory into tasks; a directory is read in the JSB layout."""
+               schema_files: list[str] | None = None, **options: Any) -> list[Task]:
+    """Resolve a dataset name or directory into tasks; a directory is read in the JSB layout.
+
+    `options` (data_dir, split, hub_cache, offline) go to the named dataset's loader."""
     if schema_files:
         tasks = [load_schema_file(p) for p in schema_files]
     elif dataset in (None, "", "builtin"):
         tasks = load_builtin()
     elif dataset in DATASETS.names():
-        tasks = DATASETS.get(dataset)(subset=subset)
+        tasks = DATASETS.get(dataset)(subset=subset, **options)
     else:
         path = Path(dataset)
         if not path.exists():

@@ -43,7 +43,7 @@ def main() -> None:
             if comp.status != "ok":
                 continue
             prompt = lm.encode_chat(task.prompt)
-            gen = sampler.generate(lm, comp.compiled.matcher(), prompt, args.max_tokens, seed=0,
+            gen = sampler.generate(lm, engine.new_matcher(comp.compiled), prompt, args.max_tokens, seed=0,
                                    deadline=time.perf_counter() + 120)
             steps = gen.forward_passes
             toks += steps

@@ -147,7 +147,7 @@ def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg:
         row.update({"output_text": None, "output_tokens": 0, "finish_reason": "not_run", "error": comp.message,
                     "parses": False, "schema_valid": None, "valid": False, "validator": None,
                     "validation_error": "", "ec": 0, "ttft_s": None, "tpot_ms": None, "tgt_s": comp.seconds,
-                    "lm_s": 0.0, "engine_s": 0.0, "mask_s": 0.0, "advance_s": 0.0, "sampler_s": 0.0,
+                    "lm_s": 0.0, "engine_s": 0.0, "mask_s": 0.0, "advance_s": 0.0, "check_s": 0.0, "sampler_s": 0.0,
                     "forward_passes": 0, "constraint_evals": 0, "mask_times_us": []})
         row.update(percentiles_us([]))
         return row
@@ -162,7 +162,7 @@ def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg:
     row["tpot_ms"] = ((gen.total_s - first) / (n_out - 1) * 1000.0) if first is not None and n_out > 1 else None
     row["tgt_s"] = (comp.seconds or 0.0) + gen.total_s
     row.update({"lm_s": gen.lm_s, "engine_s": gen.engine_s, "mask_s": gen.mask_s, "advance_s": gen.advance_s,
-                "sampler_s": gen.sampler_s, "gen_s": gen.total_s, "forward_passes": gen.forward_passes,
+                "check_s": gen.check_s, "sampler_s": gen.sampler_s, "gen_s": gen.total_s, "forward_passes": gen.forward_passes,
                 "constraint_evals": gen.constraint_evals,
                 "mask_times_us": [round(t * 1e6, 2) for t in gen.mask_times]})
     row.update(percentiles_us(gen.mask_times))
@@ -251,7 +251,7 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
                             else:
                                 deadline = time.perf_counter() + cfg.generation_timeout_s
                                 try:
-                                    matcher = comp.compiled.matcher()
+                                    matcher = engine.new_matcher(comp.compiled)
                                     gen = sampler.generate(lm, matcher, prompt_ids, cfg.max_tokens, seed, deadline)
                                 except Exception as exc:
                                     gen = Generation(finish_reason="error", error=f"{type(exc).__name__}: {exc}")

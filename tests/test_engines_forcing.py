@@ -115,3 +115,39 @@ def test_builtin_valid_examples_accepted_by_llguidance(engines, builtin_tasks, g
                 assert force(comp.matcher(), ids, view.eos_id, view.vocab_size).accepted, (task.id, ex.value)
                 checked += 1
     assert checked >= 50
+
+
+def test_gemma_has_stop_aliases(gemma_tok):
+    """Gemma 3 ends with <eos> as often as <end_of_turn>: both are stops (llama.cpp's EOG set)."""
+    view = gemma_tok.view
+    assert view.eos_id == 106 and {1, 106} <= view.stops
+
+
+@pytest.mark.parametrize("engine", DEFAULT_ENGINES)
+def test_stop_aliases_follow_eos(engine, engines, compiled, gemma_tok):
+    """Every stop token is allowed exactly when the engine's EOS is, in mask and check alike."""
+    from harness.engines.bitmask import is_allowed, new_bitmask
+
+    view = gemma_tok.view
+    m = engines[engine].new_matcher(compiled[engine, "flags"])
+    bits = new_bitmask(view.vocab_size)
+    ids = gemma_tok.encode('{"id":42,"ok":true}')
+    for i, t in enumerate(ids + [None]):
+        m.fill_mask(bits)
+        done = t is None
+        for stop in sorted(view.stops):
+            assert is_allowed(bits, stop) == done, (engine, i, stop)
+            assert m.check(stop) == done, (engine, i, stop)
+        if not done:
+            assert m.advance(t)
+    other = sorted(view.stops - {view.eos_id})[0]
+    assert m.fork().check(other)
+
+
+def test_grammar_subset_by_name():
+    from harness.errors import ConfigError
+    from harness.tasks.grammars import load_grammars
+
+    assert [t.id for t in load_grammars(subset=["smiles", "arithmetic"])] == ["smiles", "arithmetic"]
+    with pytest.raises(ConfigError, match="unknown grammar task"):
+        load_grammars(subset=["nope"])

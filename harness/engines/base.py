@@ -49,6 +49,43 @@ class Compiled(Protocol):
     def matcher(self) -> Matcher: ...
 
 
+class StopAliases:
+    """A matcher that treats every stop token as the engine's EOS.
+
+    Engines are told one stop token; a model may end with several (TokenizerView.stop_ids).
+    Each alias is allowed exactly when EOS is, in the mask and in the single-token check,
+    so every engine and sampler targets the same language without engine-specific code.
+    """
+
+    def __init__(self, inner: Matcher, eos_id: int, aliases: frozenset[int]) -> None:
+        self.inner = inner
+        self._eos = eos_id
+        self._aliases = aliases
+        self._words = [(t >> 5, np.int32(np.uint32(1 << (t & 31)).view(np.int32))) for t in sorted(aliases)]
+        self._eos_word, self._eos_bit = eos_id >> 5, 1 << (eos_id & 31)
+
+    def fill_mask(self, bitmask: np.ndarray) -> None:
+        self.inner.fill_mask(bitmask)
+        eos_on = bool(int(bitmask[self._eos_word]) & self._eos_bit)
+        for word, bit in self._words:
+            bitmask[word] = (bitmask[word] | bit) if eos_on else (bitmask[word] & ~bit)
+
+    def check(self, token: int) -> bool:
+        return self.inner.check(self._eos if token in self._aliases else token)
+
+    def advance(self, token: int) -> bool:
+        return self.inner.advance(self._eos if token in self._aliases else token)
+
+    def rollback(self, n: int) -> None:
+        self.inner.rollback(n)
+
+    def fork(self) -> "StopAliases":
+        return StopAliases(self.inner.fork(), self._eos, self._aliases)
+
+    def is_accepting(self) -> bool:
+        return self.inner.is_accepting()
+
+
 @dataclass
 class EngineOptions:
     """Settings that change results; stored with every result row.
@@ -96,6 +133,13 @@ class ConstraintEngine:
 
     def _compile(self, task: Task) -> Compiled:
         raise NotImplementedError
+
+    def new_matcher(self, compiled: Compiled) -> Matcher:
+        """A fresh matcher that ends on any of the model's stop tokens (see StopAliases).
+        Samplers get their matchers here; replay forces the one EOS and uses compiled.matcher()."""
+        m = compiled.matcher()
+        aliases = self.tokenizer.stop_ids - {self.tokenizer.eos_id}
+        return StopAliases(m, self.tokenizer.eos_id, frozenset(aliases)) if aliases else m
 
     def export(self, compiled: Compiled) -> bytes | None:
         """Bytes from which `load` rebuilds the compiled constraint, or None if the engine

@@ -18,7 +18,11 @@ class TokenizerView:
     """What engines need of a tokenizer: the bytes of every token id and the stop token.
 
     token_bytes[i] is what token i contributes to the output text (b"" for control tokens).
-    eos_id is the single stop token the harness and every engine agree on.
+    eos_id is the stop token every engine is told about (the one compiled into grammars).
+    stop_ids are further tokens that also end a generation (Gemma 3 ends with <eos> as well as
+    <end_of_turn>; llama.cpp calls these end-of-generation tokens). They are aliases of eos_id:
+    allowed exactly when eos_id is, so the target is P(w, any stop | prompt). Leaving them out
+    makes a model that prefers <eos> look as if it never wanted to stop.
     special_ids are control tokens that never appear inside constrained text.
     gguf_path, when set, lets an engine that needs the model's own vocabulary object
     (llama.cpp grammars) load it in vocab-only mode.
@@ -33,13 +37,20 @@ class TokenizerView:
     name: str = "tokenizer"
     gguf_path: str | None = None
     encoder: Callable[[bytes], list[int]] | None = field(default=None, compare=False, repr=False)
+    stop_ids: frozenset[int] = field(default_factory=frozenset)
 
     @property
     def vocab_size(self) -> int:
         return len(self.token_bytes)
 
+    @property
+    def stops(self) -> frozenset[int]:
+        """Every token that ends a generation: eos_id and its aliases."""
+        return self.stop_ids | {self.eos_id}
+
     def decode(self, ids: Sequence[int]) -> bytes:
-        return b"".join(self.token_bytes[i] for i in ids if i != self.eos_id)
+        stops = self.stops
+        return b"".join(self.token_bytes[i] for i in ids if i not in stops)
 
 
 @runtime_checkable

@@ -74,7 +74,10 @@ class GGUFTokenizer:
         buf = ctypes.create_string_buffer(512)
         pieces: list[bytes] = []
         special: set[int] = set()
+        eog: set[int] = set()
         for tok in range(n_vocab):
+            if llama_cpp.llama_vocab_is_eog(vocab, tok):
+                eog.add(tok)
             attr = llama_cpp.llama_vocab_get_attr(vocab, tok)
             if attr & (_ATTR_CONTROL | _ATTR_UNKNOWN) or llama_cpp.llama_vocab_is_eog(vocab, tok):
                 special.add(tok)
@@ -100,6 +103,7 @@ class GGUFTokenizer:
             name=Path(path).name,
             gguf_path=path,
             encoder=lambda data: llama.tokenize(data, add_bos=False, special=False),
+            stop_ids=frozenset(eog - {int(stop)}),
         )
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
         self.metadata: dict[str, str] = dict(llama.metadata)
@@ -267,6 +271,7 @@ class LlamaCppLM:
             "model_name": md.get("general.name"),
             "vocab_size": self._vocab,
             "eos_id": self.tokenizer.eos_id,
+            "stop_ids": sorted(self.tokenizer.stops),
             "n_ctx": self.n_ctx,
             "lm_threads": self.n_threads,
             "llama_cpp_python": getattr(self._llama_cpp, "__version__", "?"),

@@ -38,7 +38,7 @@ class MaskingSampler:
     ) -> Generation:
         view = lm.tokenizer
         vocab = view.vocab_size
-        eos = view.eos_id
+        stops = view.stops
         rng = np.random.default_rng(seed)
         bitmask = new_bitmask(vocab)
         gen = Generation()
@@ -68,7 +68,7 @@ class MaskingSampler:
                     break
                 if gen.first_token_s is None:
                     gen.first_token_s = now() - start
-                if token == eos:
+                if token in stops:
                     gen.finish_reason = "eos"
                     break
                 t3 = now()

@@ -4,7 +4,7 @@ Each particle extends by AWRS steps (ALGORITHMS.md 3.5): its log-weight accumula
 steps' log-weights, an unbiased estimate of the product of local allowed masses W(w). When
 the effective sample size falls below `ess_threshold * N` the particles are resampled
 (multinomial or stratified, recorded) and every weight is reset to the mean. At max_tokens
-EOS is forced with its weight correction p(EOS|u) * member(u), so the target is
+EOS is forced with its weight correction p(stop|u) * member(u) (mass of every stop token), so the target is
 P(w | w in L, |w| <= T). Results: the weighted posterior over distinct outputs, the estimate
 Zhat of P(L), the final ESS, the number of resamplings and of live particles.
 """
@@ -92,6 +92,8 @@ class AWRSSMCSampler:
                  deadline: float | None = None) -> Generation:
         rng = np.random.default_rng(seed)
         eos = lm.tokenizer.eos_id
+        stops = lm.tokenizer.stops
+        stop_list = sorted(stops)
         gen = Generation()
         start = now()
         parts = [Particle(matcher)] + [Particle(matcher.fork()) for _ in range(self.particles - 1)]
@@ -120,7 +122,7 @@ class AWRSSMCSampler:
                     if step_index == max_tokens:  # forced EOS with its weight correction
                         gen.constraint_evals += 1
                         member = check(eos)
-                        part.log_w += float(logp[eos]) if member else -math.inf
+                        part.log_w += float(np.logaddexp.reduce(logp[stop_list])) if member else -math.inf
                         part.done = True
                     else:
                         step = self._step(logp, check, rng)
@@ -128,7 +130,7 @@ class AWRSSMCSampler:
                         part.log_w += step.log_weight
                         if not math.isfinite(part.log_w):
                             part.done = True
-                        elif step.token == eos:
+                        elif step.token in stops:
                             part.done = True
                         else:
                             a0 = now()
@@ -160,8 +162,11 @@ class AWRSSMCSampler:
             gen.tokens = chosen.tokens
             if gen.finish_reason != "error" and gen.finish_reason != "timeout":
                 gen.finish_reason = "eos" if len(chosen.tokens) < max_tokens else "max_tokens"
-        elif gen.finish_reason not in ("error", "timeout"):
-            gen.finish_reason = "dead_end"
+        else:  # every weight is zero: keep the longest text so the row shows what happened
+            gen.tokens = max(parts, key=lambda p: len(p.tokens)).tokens
+            if gen.finish_reason not in ("error", "timeout"):
+                # at max_tokens without a complete member (truncated), else a true dead end
+                gen.finish_reason = "max_tokens" if len(gen.tokens) >= max_tokens else "dead_end"
         gen.total_s = now() - start
         gen.extra = {"log_zhat": log_mean_exp(log_w), "ess": ess(log_w), "resamplings": resamplings,
                      "live_particles": int(np.isfinite(log_w).sum()), "particles": self.particles,

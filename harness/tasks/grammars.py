@@ -39,11 +39,19 @@ def load_grammar_task(directory: Path) -> Task:
                 prompt=[{"role": "user", "content": meta["prompt"]}], tags=sorted(grammars))
 
 
-def load_grammars(directory: str | Path | None = None, **_: Any) -> list[Task]:
+def load_grammars(directory: str | Path | None = None, subset: str | list[str] | None = None, **_: Any) -> list[Task]:
+    """Every grammar task, or those named in `subset` (directory names), in that order."""
     directory = Path(directory) if directory else GRAMMARS_DIR
     if not directory.is_dir():
         raise ConfigError(f"grammar suite directory not found: {directory}")
     tasks = [load_grammar_task(d) for d in sorted(directory.iterdir()) if (d / "task.json").exists()]
     if not tasks:
         raise ConfigError(f"{directory}: no grammar task directories (<name>/task.json)")
+    if subset:
+        names = [subset] if isinstance(subset, str) else list(subset)
+        by_name = {t.id: t for t in tasks}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ConfigError(f"{directory}: unknown grammar task(s) {', '.join(unknown)} (have: {', '.join(by_name)})")
+        tasks = [by_name[n] for n in names]
     return tasks

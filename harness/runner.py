@@ -241,7 +241,8 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
                 prefill_s = time.perf_counter() - t0
             for engine in engines:
                 comp = compile_task(engine, task, cfg.compile_timeout_s, cfg.compile_guard)
-                for sampler in samplers:
+                # Stateful samplers (ASAp's trie) start afresh for every task and engine.
+                for sampler in [make_sampler(s.name, cfg) if getattr(s, "stateful", False) else s for s in samplers]:
                     for seed in cfg.seeds:
                         gen = None
                         if comp.status == "ok":

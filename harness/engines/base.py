@@ -86,6 +86,51 @@ class StopAliases:
         return self.inner.is_accepting()
 
 
+class LengthBound:
+    """A matcher for the language L intersected with |w| <= T: after T tokens only the stop
+    tokens may follow (ALGORITHMS.md 5.1 and 7.7). Exact targets and every sampler compared
+    with them use it, so they all aim at P(w | w in L, |w| <= T) and nothing is cut short."""
+
+    def __init__(self, inner: Matcher, bound: int, stops: frozenset[int], depth: int = 0) -> None:
+        self.inner = inner
+        self.bound = bound
+        self.stops = stops
+        self.depth = depth
+        self._stop_list = sorted(stops)
+
+    def fill_mask(self, bitmask: np.ndarray) -> None:
+        self.inner.fill_mask(bitmask)
+        if self.depth >= self.bound:
+            keep = [(t, bool((int(bitmask[t >> 5]) >> (t & 31)) & 1)) for t in self._stop_list]
+            bitmask[:] = 0
+            for t, on in keep:
+                if on:
+                    bitmask[t >> 5] |= np.int32(np.uint32(1 << (t & 31)).view(np.int32))
+
+    def check(self, token: int) -> bool:
+        if self.depth >= self.bound and token not in self.stops:
+            return False
+        return self.inner.check(token)
+
+    def advance(self, token: int) -> bool:
+        if self.depth >= self.bound and token not in self.stops:
+            return False
+        ok = self.inner.advance(token)
+        if ok and token not in self.stops:
+            self.depth += 1
+        return ok
+
+    def rollback(self, n: int) -> None:
+        self.inner.rollback(n)
+        self.depth = max(0, self.depth - n)
+
+    def fork(self) -> "LengthBound":
+        return LengthBound(self.inner.fork(), self.bound, self.stops, self.depth)
+
+    def is_accepting(self) -> bool:
+        return self.inner.is_accepting()
+
+
 @dataclass
 class EngineOptions:
     """Settings that change results; stored with every result row.

@@ -14,9 +14,10 @@ from .base import CompileError, ConstraintEngine, EngineOptions
 
 
 class XGrammarMatcher:
-    def __init__(self, matcher: "xgr.GrammarMatcher", eos_id: int) -> None:
+    def __init__(self, matcher: "xgr.GrammarMatcher", eos_id: int, special: frozenset[int] = frozenset()) -> None:
         self._m = matcher
         self._eos = eos_id
+        self._special = special  # never allowed; accept_token would log a warning for each one
         self._views: dict[int, torch.Tensor] = {}
 
     def _view(self, bitmask: np.ndarray) -> torch.Tensor:
@@ -33,6 +34,8 @@ class XGrammarMatcher:
     def check(self, token: int) -> bool:
         if token == self._eos:
             return self._m.is_completed()
+        if token in self._special:
+            return False
         if self._m.accept_token(token):
             self._m.rollback(1)
             return True
@@ -46,19 +49,20 @@ class XGrammarMatcher:
             self._m.rollback(n)
 
     def fork(self) -> "XGrammarMatcher":
-        return XGrammarMatcher(self._m.fork(), self._eos)
+        return XGrammarMatcher(self._m.fork(), self._eos, self._special)
 
     def is_accepting(self) -> bool:
         return bool(self._m.is_completed())
 
 
 class XGrammarCompiled:
-    def __init__(self, compiled: "xgr.CompiledGrammar", eos_id: int) -> None:
+    def __init__(self, compiled: "xgr.CompiledGrammar", eos_id: int, special: frozenset[int] = frozenset()) -> None:
         self._compiled = compiled
         self._eos = eos_id
+        self._special = special
 
     def matcher(self) -> XGrammarMatcher:
-        return XGrammarMatcher(xgr.GrammarMatcher(self._compiled), self._eos)
+        return XGrammarMatcher(xgr.GrammarMatcher(self._compiled), self._eos, self._special)
 
 
 class XGrammarEngine(ConstraintEngine):
@@ -68,6 +72,7 @@ class XGrammarEngine(ConstraintEngine):
 
     def __init__(self, tokenizer: TokenizerView, options: EngineOptions | None = None) -> None:
         super().__init__(tokenizer, options)
+        self._special = frozenset(tokenizer.special_ids - {tokenizer.eos_id})
         self._info = xgr.TokenizerInfo(
             list(tokenizer.token_bytes),
             vocab_type=xgr.VocabType.RAW,
@@ -103,11 +108,11 @@ class XGrammarEngine(ConstraintEngine):
                 compiled = self._compiler.compile_grammar(task.grammars["ebnf"])
         except RuntimeError as exc:
             raise CompileError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
-        return XGrammarCompiled(compiled, self.tokenizer.eos_id)
+        return XGrammarCompiled(compiled, self.tokenizer.eos_id, self._special)
 
     def export(self, compiled: XGrammarCompiled) -> bytes:
         return compiled._compiled.serialize_json().encode("utf-8")
 
     def load(self, data: bytes) -> XGrammarCompiled:
         return XGrammarCompiled(xgr.CompiledGrammar.deserialize_json(data.decode("utf-8"), self._info),
-                                self.tokenizer.eos_id)
+                                self.tokenizer.eos_id, self._special)

@@ -6,5 +6,7 @@ SAMPLERS: Registry[Sampler] = Registry("sampler")
 SAMPLERS.register("masking", "harness.samplers.masking:MaskingSampler")
 SAMPLERS.register("awrs", "harness.samplers.smc:AWRSSampler")
 SAMPLERS.register("awrs-smc", "harness.samplers.smc:AWRSSMCSampler")
+SAMPLERS.register("asap", "harness.samplers.asap:ASApSampler")
+SAMPLERS.register("gcd", "harness.samplers.asap:GCDSampler")
 
 __all__ = ["SAMPLERS", "Generation", "Sampler"]

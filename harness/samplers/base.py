@@ -34,6 +34,8 @@ class Generation:
     forward_passes: int = 0
     constraint_evals: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # SMC: every final particle's tokens and log-weight, for pooling across runs (not a row column)
+    particles: list[tuple[list[int], float]] = field(default_factory=list)
 
     @property
     def engine_s(self) -> float:

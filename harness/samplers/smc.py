@@ -151,6 +151,7 @@ class AWRSSMCSampler:
             gen.finish_reason = "error"
             gen.error = f"{type(exc).__name__}: {exc}"
         log_w = np.array([p.log_w for p in parts])
+        gen.particles = [(list(p.tokens), float(p.log_w)) for p in parts]
         posterior: dict[str, float] = {}
         if np.isfinite(np.max(log_w)):
             w = np.exp(log_w - np.max(log_w))

@@ -27,6 +27,7 @@ class Task:
     grammars: dict[str, str] = field(default_factory=dict)  # format -> grammar text (cfg tasks)
     examples: list[Example] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    length_bound: int | None = None  # fidelity tasks: the token bound T that makes L finite and small
 
     @property
     def schema_text(self) -> str:

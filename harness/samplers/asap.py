@@ -1,0 +1,227 @@
+"""Grammar-aligned decoding: ASAp and its GCD baseline (ALGORITHMS.md section 4).
+
+A trie of token prefixes persists across the samples of one task (one prompt, one grammar):
+one sampler instance per task and engine, which the runner guarantees for samplers marked
+`stateful`. Each expanded node keeps the LM log-probabilities of its *allowed* tokens,
+normalised over the full vocabulary (never over the allowed mass), and the bound
+log theta of each child (0 = theta 1 until the child is explored). A sample walks down
+drawing t with probability proportional to p(t|u) * theta(u.t); afterwards theta is
+recomputed leaf to root: theta(u) = sum_t p(t|u) theta(u.t). Stop tokens are terminal
+children whose theta stays 1. With a length bound T, a node at depth T allows only the
+stop tokens, so the target is P(w | w in L, |w| <= T) and no sample is cut short.
+
+GCD (`gcd`) is the same sampler with a fresh trie for every sample, i.e. token masking.
+`flaw` selects the known wrong variants, only so that tests can show they miss the target.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..engines.base import Matcher
+from ..engines.bitmask import allowed_ids, new_bitmask
+from ..lm.base import LanguageModel, log_softmax
+from .base import Generation, now
+
+FLAWS = (None, "last-only", "allowed-normalised", "disallowed-children")
+
+
+def _logsumexp(a: np.ndarray) -> float:
+    if a.size == 0:
+        return -math.inf
+    m = float(np.max(a))
+    if not math.isfinite(m):
+        return -math.inf
+    return m + math.log(float(np.sum(np.exp(a - m))))
+
+
+class TrieNode:
+    """One prefix. `tokens` are its allowed next tokens; children exist once sampled."""
+
+    __slots__ = ("tokens", "logp", "child_log_theta", "is_stop", "children", "log_theta", "other_log_mass")
+
+    def __init__(self) -> None:
+        self.tokens: np.ndarray | None = None  # None = not expanded yet
+        self.logp = np.empty(0)
+        self.child_log_theta = np.empty(0)
+        self.is_stop = np.empty(0, dtype=bool)
+        self.children: dict[int, tuple[int, TrieNode]] = {}  # token -> (index in tokens, node)
+        self.log_theta = 0.0
+        self.other_log_mass = -math.inf  # flaw "disallowed-children": disallowed mass kept at theta 1
+
+    @property
+    def expanded(self) -> bool:
+        return self.tokens is not None
+
+    def child(self, token: int) -> "TrieNode | None":
+        hit = self.children.get(token)
+        return hit[1] if hit else None
+
+
+class Trie:
+    """The persistent state of ASAp for one task: the root and counters."""
+
+    def __init__(self) -> None:
+        self.root = TrieNode()
+        self.nodes = 1
+        self.expanded = 0
+        self.samples = 0
+
+    def node(self, prefix: Sequence[int]) -> TrieNode | None:
+        """The node of a token prefix (the continuation, without the prompt), if it exists."""
+        node: TrieNode | None = self.root
+        for t in prefix:
+            node = node.child(t) if node is not None else None
+            if node is None:
+                return None
+        return node
+
+    def log_theta(self, prefix: Sequence[int]) -> float:
+        """log theta of a prefix: its node's bound, or 0 (theta 1) if never created."""
+        node = self.node(prefix)
+        return node.log_theta if node is not None else 0.0
+
+
+class ASApSampler:
+    """One call of generate() = one ASAp sample; the trie lives as long as the instance."""
+
+    name = "asap"
+    stateful = True  # the runner makes one instance per task and engine
+
+    def __init__(self, fresh_trie: bool = False, flaw: str | None = None) -> None:
+        if flaw not in FLAWS:
+            raise ValueError(f"flaw must be one of {FLAWS}")
+        self.fresh_trie = fresh_trie
+        self.flaw = flaw
+        self.trie = Trie()
+        self._stop_list: list[int] | None = None
+
+    def settings(self) -> dict[str, Any]:
+        return {"sampler": self.name, "fresh_trie": self.fresh_trie, "flaw": self.flaw, "temperature": 1.0,
+                "evaluations_count": "|V| per newly expanded node, 0 on revisits"}
+
+    def _expand(self, node: TrieNode, lm: LanguageModel, matcher: Matcher, prefix: list[int], depth: int,
+                max_tokens: int, bitmask: np.ndarray, gen: Generation) -> None:
+        view = lm.tokenizer
+        t0 = now()
+        logp = log_softmax(lm.logits(prefix)).astype(np.float64)
+        t1 = now()
+        matcher.fill_mask(bitmask)
+        t2 = now()
+        gen.lm_s += t1 - t0
+        gen.mask_s += t2 - t1
+        gen.mask_times.append(t2 - t1)
+        gen.forward_passes += 1
+        gen.constraint_evals += view.vocab_size
+        ids = allowed_ids(bitmask, view.vocab_size)
+        stops = np.isin(ids, self._stop_list)
+        if depth >= max_tokens:  # the length bound lives in the constraint (ALGORITHMS.md 4.4, pitfall 4)
+            ids, stops = ids[stops], stops[stops]
+        node.tokens = ids
+        node.logp = logp[ids]
+        node.child_log_theta = np.zeros(len(ids))
+        node.is_stop = stops
+        if self.flaw == "disallowed-children":
+            rest = np.ones(len(logp), dtype=bool)
+            rest[ids] = False
+            node.other_log_mass = _logsumexp(logp[rest])
+        self.trie.expanded += 1
+
+    def _update(self, node: TrieNode) -> None:
+        """theta(u) = sum over allowed t of p(t|u) theta(u.t) (with the flawed variants' twists)."""
+        terms = node.logp + node.child_log_theta
+        value = _logsumexp(terms) if node.tokens is not None and len(node.tokens) else -math.inf
+        if self.flaw == "allowed-normalised" and node.tokens is not None and len(node.tokens):
+            value -= _logsumexp(node.logp)
+        elif self.flaw == "disallowed-children":
+            value = float(np.logaddexp(value, node.other_log_mass))
+        node.log_theta = min(value, 0.0)
+
+    def generate(self, lm: LanguageModel, matcher: Matcher, prompt: Sequence[int], max_tokens: int, seed: int,
+                 deadline: float | None = None) -> Generation:
+        if self.fresh_trie:
+            self.trie = Trie()
+        trie = self.trie
+        self._stop_list = sorted(lm.tokenizer.stops)
+        rng = np.random.default_rng(seed)
+        bitmask = new_bitmask(lm.tokenizer.vocab_size)
+        gen = Generation()
+        start = now()
+        prefix = list(prompt)
+        node = trie.root
+        path: list[tuple[TrieNode, int]] = []
+        new_nodes = 0
+        try:
+            while True:
+                if deadline is not None and now() > deadline:
+                    gen.finish_reason = "timeout"
+                    break
+                if not node.expanded:
+                    self._expand(node, lm, matcher, prefix, len(gen.tokens), max_tokens, bitmask, gen)
+                    new_nodes += 1
+                if not len(node.tokens):  # a dead end: nothing below completes (pitfall 7: theta 0)
+                    gen.finish_reason = "max_tokens" if len(gen.tokens) >= max_tokens else "dead_end"
+                    break
+                keys = node.logp + node.child_log_theta + rng.gumbel(size=len(node.tokens))
+                idx = int(np.argmax(keys))
+                if not math.isfinite(keys[idx]):
+                    gen.finish_reason = "dead_end"
+                    break
+                token = int(node.tokens[idx])
+                path.append((node, idx))
+                if gen.first_token_s is None:
+                    gen.first_token_s = now() - start
+                if node.is_stop[idx]:
+                    gen.finish_reason = "eos"
+                    break
+                a0 = now()
+                ok = matcher.advance(token)
+                gen.advance_s += now() - a0
+                if not ok:
+                    gen.finish_reason = "error"
+                    gen.error = f"engine refused token {token} that its own mask allowed"
+                    break
+                child = node.child(token)
+                if child is None:
+                    child = TrieNode()
+                    node.children[token] = (idx, child)
+                    trie.nodes += 1
+                node = child
+                gen.tokens.append(token)
+                prefix.append(token)
+            if gen.finish_reason in ("eos", "dead_end", "max_tokens"):
+                self._backward(path, node if gen.finish_reason != "eos" else None)
+        except Exception as exc:  # an engine or LM failure ends this sample, not the run
+            gen.finish_reason = "error"
+            gen.error = f"{type(exc).__name__}: {exc}"
+        trie.samples += 1
+        gen.total_s = now() - start
+        gen.extra = {"trie_nodes": trie.nodes, "trie_expanded": trie.expanded, "new_nodes": new_nodes,
+                     "trie_samples": trie.samples, "log_theta_root": trie.root.log_theta}
+        return gen
+
+    def _backward(self, path: list[tuple[TrieNode, int]], dead: TrieNode | None) -> None:
+        """Recompute theta leaf to root along the sampled path (only the last node if flawed so)."""
+        child_value: float | None = None
+        if dead is not None:
+            dead.log_theta = -math.inf
+            child_value = -math.inf
+        for k, (node, idx) in enumerate(reversed(path)):
+            if child_value is not None:
+                node.child_log_theta[idx] = child_value
+            if self.flaw == "last-only" and k > 0:
+                break
+            self._update(node)
+            child_value = node.log_theta
+
+
+class GCDSampler(ASApSampler):
+    """Grammar-constrained decoding: ASAp with a fresh trie for every sample (= token masking)."""
+
+    name = "gcd"
+    stateful = False
+
+    def __init__(self) -> None:
+        super().__init__(fresh_trie=True)

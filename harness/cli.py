@@ -18,7 +18,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schema", dest="schema_files", action="append", help="run on this JSON Schema file (repeatable)")
     p.add_argument("--limit", type=int, help="first N tasks only")
     p.add_argument("--engines", help="comma-separated engines (default: every installed one)")
-    p.add_argument("--samplers", help="comma-separated samplers: masking (default), awrs, awrs-smc")
+    p.add_argument("--samplers", help="comma-separated samplers: masking (default), awrs, awrs-smc, asap, gcd")
     p.add_argument("--seed", dest="seeds", help="seed or comma-separated seeds (default 0)")
     p.add_argument("--temperature", type=float, help="masking: 0 = greedy (default)")
     p.add_argument("--particles", type=int, help="awrs-smc particles (default 5)")
@@ -119,6 +119,23 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from .fidelity.run import FidelityConfig, run_fidelity
+
+    cfg = FidelityConfig()
+    for key, value in vars(args).items():
+        if key in ("command", "func") or value is None:
+            continue
+        if key in ("tasks", "samplers"):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        setattr(cfg, key, value)
+    started = time.perf_counter()
+    run_dir = run_fidelity(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print((run_dir / "fidelity.md").read_text(encoding="utf-8"))
+    print(f"wall time {time.perf_counter() - started:.1f} s; results in {run_dir}/")
+    return 0
+
+
 def cmd_engines(args: argparse.Namespace) -> int:
     from .engines import ENGINES
     from .environment import package_version
@@ -168,6 +185,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_tasks.add_argument("--matrix", action="store_true", help="which engine supports which task kind and grammar")
     p_tasks.add_argument("--data-dir", dest="data_dir")
     p_tasks.set_defaults(func=cmd_tasks)
+    p_fid = sub.add_parser("fidelity", help="distance of each sampler's distribution from the exact target on small languages")
+    p_fid.add_argument("--dataset", help="fidelity (default) or any dataset whose tasks carry a length_bound")
+    p_fid.add_argument("--tasks", help="comma-separated task ids (default: all of the dataset)")
+    p_fid.add_argument("--engine", help="the engine for the exact walk and every sampler (default xgrammar)")
+    p_fid.add_argument("--samplers", help="comma-separated: masking, awrs-smc, asap, gcd (default masking,awrs-smc,asap)")
+    p_fid.add_argument("--samples", type=int, help="samples per sampler (default 200; AWRS-SMC runs samples/particles)")
+    p_fid.add_argument("--particles", type=int, help="AWRS-SMC particles (default 5)")
+    p_fid.add_argument("--ess-threshold", dest="ess_threshold", type=float)
+    p_fid.add_argument("--seed", type=int, help="first seed (default 0)")
+    p_fid.add_argument("--level", choices=["tokens", "strings"], help="compare token sequences (default) or strings")
+    p_fid.add_argument("--length-bound", dest="length_bound", type=int, help="token bound T for every task")
+    p_fid.add_argument("--max-prefixes", dest="max_prefixes", type=int, help="exact-walk budget (default 20000)")
+    p_fid.add_argument("--max-seconds", dest="max_seconds", type=float, help="exact-walk budget (default 900)")
+    p_fid.add_argument("--null-reps", dest="null_reps", type=int, help="repetitions for the null band (default 200)")
+    p_fid.add_argument("--model", help="GGUF model path (default Gemma 3 270M)")
+    p_fid.add_argument("--reports-dir", dest="reports_dir")
+    p_fid.add_argument("--run-id", dest="run_id")
+    p_fid.set_defaults(func=cmd_fidelity)
     p_eng = sub.add_parser("engines", help="list engines and whether they are installed")
     p_eng.set_defaults(func=cmd_engines)
     args = parser.parse_args(argv)

@@ -187,3 +187,29 @@ def test_null_band_and_metrics(toy):
     assert tv(dist, np.array([0.5, 0.5]), outside) == pytest.approx(0.25)
     values, keys = marginalise(np.array([0.2, 0.3, 0.5]), ["a", "b", "a"])
     assert keys == ["a", "b"] and values.tolist() == [0.7, 0.3]
+
+
+def test_fidelity_run_on_the_toy_world(tmp_path):
+    """`cdbench fidelity` end to end with the toy LM on grammars/binary_skewed (the same language)."""
+    import json as _json
+
+    from harness.fidelity.run import FidelityConfig, run_fidelity
+
+    cfg = FidelityConfig(tasks=["binary_skewed"], samples=1000, samplers=["masking", "awrs-smc", "asap"],
+                         reports_dir=str(tmp_path), run_id="toy")
+    run_dir = run_fidelity(cfg, lm=toy_binary_lm(), log=lambda _: None)
+    result = _json.loads((run_dir / "fidelity.json").read_text())["results"][0]
+    assert result["status"] == "ok" and result["sequences"] == 17 and result["walk_prefixes"] == 37
+    assert result["p_of_l"] == pytest.approx(P_L, abs=1e-9)
+    rows = {r["sampler"]: r for r in result["samplers"]}
+    assert rows["masking (exact LCD)"]["tv"] == pytest.approx(0.371, abs=5e-4)
+    masking, smc, asap = rows["masking"], rows["awrs-smc"], rows["asap"]
+    assert abs(masking["tv"] - 0.371) < 0.06 and masking["tv"] > masking["null_tv_p95"]  # biased, and visibly so
+    assert smc["tv"] < 0.15 and smc["outside_L"] == 0.0
+    assert abs(smc["zhat_mean"] - P_L) < 4 * smc["zhat_se"]
+    assert asap["trie_tv"] < 0.02 and asap["theta_root"] == pytest.approx(P_L, rel=0.05)
+    curve = result["curve"]
+    assert [p["samples"] for p in curve][:4] == [1, 2, 5, 10] and curve[-1]["samples"] == 1000
+    assert curve[0]["trie_tv"] > 0.3 > curve[-1]["trie_tv"]
+    assert (run_dir / "fidelity.md").read_text().count("| asap |") == 1
+    assert (run_dir / "curve.csv").read_text().splitlines()[0].startswith("task,samples,trie_tv")

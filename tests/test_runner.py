@@ -150,3 +150,18 @@ def test_compile_guard_reports_timeout_and_crash(tmp_path):
     assert crash.status == "error" and "SIGSEGV" in crash.message
     ok = compile_task(LLGuidanceEngine(lm.tokenizer), task, timeout_s=5.0, guard=True)
     assert ok.status == "ok" and ok.compiled is not None and ok.seconds is not None
+
+
+def test_asap_trie_persists_within_a_task_and_not_across(tmp_path):
+    """The runner gives ASAp one trie per task and engine: seeds of one task share it, the next
+    task starts afresh; GCD's trie is new for every sample."""
+    cfg = RunConfig(dataset=str(write_dataset(tmp_path)), subset=["Mini"], engines=["llguidance"],
+                    samplers=["asap", "gcd"], seeds=[0, 1, 2], max_tokens=12, reports_dir=str(tmp_path / "r"),
+                    run_id="asap", progress=False, compile_guard=False)
+    df = pd.read_parquet(run(cfg, lm=byte_lm()) / "results.parquet")
+    ran = df[df.compile_status == "ok"]
+    for task_id, g in ran.groupby("task_id"):
+        asap = g[g.sampler == "asap"].sort_values("seed")
+        assert asap["x_trie_samples"].tolist() == [1, 2, 3], task_id
+        gcd = g[g.sampler == "gcd"]
+        assert gcd["x_trie_samples"].tolist() == [1, 1, 1], task_id

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .loaders import REPO_ROOT, _read_json
+from .loaders import REPO_ROOT, _read_json, read_length_bound
 from .task import Example, Task
 
 GRAMMARS_DIR = REPO_ROOT / "grammars"
@@ -36,7 +36,8 @@ def load_grammar_task(directory: Path) -> Task:
         if not isinstance(ex.value, str):
             raise ConfigError(f"{meta_path}: examples must be strings, got {ex.value!r}")
     return Task(id=meta.get("id", directory.name), kind="cfg", source="cfg", grammars=grammars, examples=examples,
-                prompt=[{"role": "user", "content": meta["prompt"]}], tags=sorted(grammars))
+                prompt=[{"role": "user", "content": meta["prompt"]}], tags=sorted(grammars),
+                length_bound=read_length_bound(meta, meta_path))
 
 
 def load_grammars(directory: str | Path | None = None, subset: str | list[str] | None = None, **_: Any) -> list[Task]:

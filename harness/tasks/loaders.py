@@ -52,6 +52,30 @@ def load_schema_file(path: str | Path) -> Task:
                 tags=schema_keywords(schema))
 
 
+def read_length_bound(doc: dict[str, Any], path: Path) -> int | None:
+    """The optional token bound of a fidelity task (a positive integer)."""
+    bound = doc.get("length_bound")
+    if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool) or bound < 1):
+        raise ConfigError(f"{path}: length_bound must be a positive integer, got {bound!r}")
+    return bound
+
+
+def load_fidelity(subset: str | list[str] | None = None, **_: Any) -> list[Task]:
+    """Small languages with exact targets (`cdbench fidelity`): the skewed binary toy grammar and a
+    bounded arithmetic grammar (grammars/), a tiny JSON schema and an enum choice (datasets/fidelity)."""
+    from .grammars import load_grammars
+
+    tasks = load_grammars(subset=["binary_skewed", "arith_small"]) + load_builtin(REPO_ROOT / "datasets" / "fidelity")
+    if subset:
+        names = [subset] if isinstance(subset, str) else list(subset)
+        by_id = {t.id: t for t in tasks}
+        unknown = [n for n in names if n not in by_id]
+        if unknown:
+            raise ConfigError(f"unknown fidelity task(s) {', '.join(unknown)} (have: {', '.join(by_id)})")
+        tasks = [by_id[n] for n in names]
+    return tasks
+
+
 def load_builtin(directory: str | Path | None = None, **_: Any) -> list[Task]:
     """datasets/builtin/*.json: our own schemas, each with a request, valid and invalid instances."""
     directory = Path(directory) if directory else BUILTIN_DIR
@@ -76,6 +100,7 @@ def load_builtin(directory: str | Path | None = None, **_: Any) -> list[Task]:
                 schema=doc["schema"],
                 examples=examples,
                 tags=schema_keywords(doc["schema"]),
+                length_bound=read_length_bound(doc, path),
             )
         )
     return tasks
@@ -154,6 +179,7 @@ DATASETS.register("builtin", load_builtin)
 DATASETS.register("jsonschemabench", load_jsonschemabench_data)
 DATASETS.register("cfg", "harness.tasks.grammars:load_grammars")
 DATASETS.register("hub", "harness.tasks.hub:load_hub_dataset")
+DATASETS.register("fidelity", load_fidelity)
 
 
 def load_tasks(dataset: str | None, subset: str | list[str] | None = None, limit: int | None = None,

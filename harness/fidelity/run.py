@@ -1,0 +1,287 @@
+"""`cdbench fidelity`: how far each sampler's output distribution is from the exact target.
+
+Per task (a small language, bounded by the task's token bound T): the exact walk gives Q,
+P(L) and token masking's exact distribution; then every sampler draws through the same
+engine, under the same bound, and is scored against Q with TV, KL(q_hat || Q) and the null
+band of as many exact draws. AWRS-SMC pools every particle of every run by its raw weight
+(the consistent estimator, ALGORITHMS.md 6) and reports Zhat against P(L); ASAp keeps one
+trie for the task and reports the TV of its trie-implied next-sample distribution as samples
+accumulate (the convergence curve). Results: fidelity.json, fidelity.md and curve.csv.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..config import REPO_ROOT
+from ..engines import ENGINES, EngineOptions
+from ..engines.base import CompileError, LengthBound, Unsupported
+from ..environment import environment
+from ..errors import ConfigError
+from ..lm.base import LanguageModel
+from ..reporting.writer import write_json
+from ..samplers.asap import ASApSampler
+from ..samplers.masking import MaskingSampler
+from ..samplers.smc import AWRSSMCSampler
+from ..tasks.loaders import load_tasks
+from ..tasks.task import Task
+from .exact import BudgetExceeded, ExactTarget, exact_walk, trie_log_q
+from .metrics import empirical, kl, marginalise, null_band, tv
+
+SAMPLER_NAMES = ("masking", "awrs-smc", "asap", "gcd")
+
+
+@dataclass
+class FidelityConfig:
+    dataset: str = "fidelity"
+    tasks: list[str] = field(default_factory=list)     # empty = every task of the dataset
+    engine: str = "xgrammar"
+    samplers: list[str] = field(default_factory=lambda: ["masking", "awrs-smc", "asap"])
+    samples: int = 200              # per sampler; AWRS-SMC runs samples // particles times
+    particles: int = 5
+    ess_threshold: float = 0.5
+    seed: int = 0
+    level: str = "tokens"           # tokens | strings (marginalise target and samples to strings)
+    length_bound: int | None = None  # overrides every task's bound
+    max_prefixes: int = 20000
+    max_seconds: float = 900.0
+    null_reps: int = 200
+    reports_dir: str = "reports"
+    run_id: str | None = None
+    model: str | None = None
+
+
+def curve_points(n: int) -> list[int]:
+    pts = sorted({p for base in (1, 2, 5) for e in range(7) for p in [base * 10 ** e] if p <= n} | {n})
+    return pts
+
+
+class _Scorer:
+    """TV / KL / null band of a distribution over the target's strings, at token or string level."""
+
+    def __init__(self, target: ExactTarget, decode: Callable[[tuple[int, ...]], str], level: str, reps: int,
+                 seed: int) -> None:
+        self.target = target
+        self.level = level
+        self.reps = reps
+        self.seed = seed
+        self.keys = [decode(s) for s in target.sequences]
+        self.q = self._level(target.q)
+
+    def _level(self, dist: np.ndarray) -> np.ndarray:
+        return marginalise(dist, self.keys)[0] if self.level == "strings" else dist
+
+    def score(self, dist: np.ndarray, outside: float, n: int | None) -> dict[str, Any]:
+        d = self._level(dist)
+        outside = 0.0 if outside < 1e-9 else outside  # rounding in a sum of exact probabilities
+        out: dict[str, Any] = {"tv": tv(d, self.q, outside), "kl": kl(d, self.q, outside), "outside_L": outside}
+        if n:
+            mean, p95 = null_band(self.q, n, self.reps, self.seed)
+            out.update({"null_tv_mean": mean, "null_tv_p95": p95, "inside_band": out["tv"] <= p95})
+        return out
+
+
+def _matcher(engine, compiled, bound: int, lm: LanguageModel):
+    return LengthBound(engine.new_matcher(compiled), bound, lm.tokenizer.stops)
+
+
+def run_task(task: Task, cfg: FidelityConfig, lm: LanguageModel, engine, log: Callable[[str], None]) -> dict[str, Any]:
+    bound = cfg.length_bound or task.length_bound
+    res: dict[str, Any] = {"task": task.id, "kind": task.kind, "length_bound": bound, "engine": engine.name,
+                           "level": cfg.level, "samplers": [], "curve": []}
+    if not bound:
+        res.update(status="error", message=f"task {task.id} has no length_bound; pass --length-bound")
+        return res
+    try:
+        compiled = engine.compile(task)
+    except (Unsupported, CompileError) as exc:
+        res.update(status="unsupported" if isinstance(exc, Unsupported) else "compile_error", message=str(exc)[:300])
+        return res
+    prompt = lm.encode_chat(task.prompt)
+    lm.logits(prompt)
+
+    def walk_progress(n: int, s: float) -> None:
+        log(f"  exact walk: {n} prefixes, {s:.0f} s")
+
+    try:
+        target = exact_walk(lm, _matcher(engine, compiled, bound, lm), prompt, bound, cfg.max_prefixes,
+                            cfg.max_seconds, walk_progress)
+    except BudgetExceeded as exc:
+        res.update(status="budget", message=str(exc))
+        log(f"  {task.id}: {exc}")
+        return res
+    decode = lambda s: lm.tokenizer.decode(list(s)).decode("utf-8", "replace")  # noqa: E731
+    scorer = _Scorer(target, decode, cfg.level, cfg.null_reps, cfg.seed)
+    index = target.index()
+    q_strings = marginalise(target.q, scorer.keys)
+    top = np.argsort(-q_strings[0])[:5]
+    res.update(status="ok", sequences=len(target.sequences), strings=len(q_strings[1]), p_of_l=math.exp(target.log_pl),
+               log_p_of_l=target.log_pl, walk_prefixes=target.prefixes, walk_lm_calls=target.prefixes,
+               walk_evaluations=target.prefixes * lm.tokenizer.vocab_size, walk_s=target.seconds,
+               lcd_dead_end_mass=float(1.0 - target.lcd.sum()),
+               top_strings=[(q_strings[1][i], float(q_strings[0][i])) for i in top])
+    log(f"  exact: {len(target.sequences)} token sequences, {res['strings']} strings, P(L) = {res['p_of_l']:.4g}, "
+        f"{target.prefixes} prefixes in {target.seconds:.1f} s")
+    lcd = scorer.score(target.lcd, float(max(0.0, 1.0 - target.lcd.sum())), None)
+    res["samplers"].append({"sampler": "masking (exact LCD)", "samples": None, **lcd, "seconds": 0.0})
+    n = cfg.samples
+    for name in cfg.samplers:
+        t0 = time.perf_counter()
+        lm_s = 0.0
+        row: dict[str, Any] = {"sampler": name}
+        if name in ("masking", "gcd"):
+            sampler = MaskingSampler(temperature=1.0) if name == "masking" else ASApSampler(fresh_trie=True)
+            outs = []
+            for s in range(n):
+                # masking stops at max_tokens before drawing; one more step lets it draw the stop
+                # that the length bound leaves as the only choice after T tokens
+                g = sampler.generate(lm, _matcher(engine, compiled, bound, lm), prompt, bound + 1, cfg.seed + s)
+                lm_s += g.lm_s
+                outs.append(tuple(g.tokens) if g.finish_reason == "eos" else None)
+            dist, outside = empirical(outs, index, len(target.sequences))
+            row.update(samples=n, **scorer.score(dist, outside, n))
+        elif name == "awrs-smc":
+            runs = max(1, n // cfg.particles)
+            sampler = AWRSSMCSampler(particles=cfg.particles, ess_threshold=cfg.ess_threshold)
+            seqs: list[tuple[int, ...] | None] = []
+            log_ws: list[float] = []
+            zhats = []
+            evals = steps = 0
+            for r in range(runs):
+                g = sampler.generate(lm, _matcher(engine, compiled, bound, lm), prompt, bound, cfg.seed + r)
+                lm_s += g.lm_s
+                evals += g.constraint_evals
+                steps += g.forward_passes
+                zhats.append(math.exp(g.extra["log_zhat"]))
+                for toks, lw in g.particles:
+                    seqs.append(tuple(toks))
+                    log_ws.append(lw)
+            lw = np.array(log_ws)
+            m = np.max(lw) if np.isfinite(lw).any() else 0.0
+            weights = np.where(np.isfinite(lw), np.exp(lw - m), 0.0)
+            dist, outside = empirical(seqs, index, len(target.sequences), list(weights))
+            z = np.array(zhats)
+            row.update(samples=runs * cfg.particles, runs=runs, particles=cfg.particles,
+                       **scorer.score(dist, outside, runs * cfg.particles),
+                       zhat_mean=float(z.mean()), zhat_se=float(z.std(ddof=1) / math.sqrt(runs)) if runs > 1 else None,
+                       zhat_over_p_of_l=float(z.mean() / math.exp(target.log_pl)),
+                       evals_per_step=evals / max(steps, 1))
+        elif name == "asap":
+            sampler = ASApSampler()
+            outs = []
+            checkpoints = set(curve_points(n))
+            for s in range(n):
+                g = sampler.generate(lm, _matcher(engine, compiled, bound, lm), prompt, bound, cfg.seed + s)
+                lm_s += g.lm_s
+                outs.append(tuple(g.tokens) if g.finish_reason == "eos" else None)
+                if s + 1 in checkpoints:
+                    implied = np.exp(trie_log_q(sampler.trie, target))
+                    point = {"task": task.id, "samples": s + 1,
+                             "trie_tv": scorer.score(implied, float(max(0.0, 1 - implied.sum())), None)["tv"],
+                             "theta_root": math.exp(sampler.trie.root.log_theta),
+                             "distinct": len({o for o in outs if o is not None}),
+                             "trie_nodes": sampler.trie.nodes, "seconds": time.perf_counter() - t0}
+                    res["curve"].append(point)
+            dist, outside = empirical(outs, index, len(target.sequences))
+            last = res["curve"][-1]
+            row.update(samples=n, **scorer.score(dist, outside, n), trie_tv=last["trie_tv"],
+                       theta_root=last["theta_root"], trie_nodes=sampler.trie.nodes)
+        else:
+            raise ConfigError(f"fidelity: unknown sampler '{name}' (have: {', '.join(SAMPLER_NAMES)})")
+        row.update(seconds=time.perf_counter() - t0, lm_s=lm_s)
+        res["samplers"].append(row)
+        log(f"  {name}: TV {row['tv']:.4f} (null band p95 {row.get('null_tv_p95', float('nan')):.4f}) "
+            f"in {row['seconds']:.1f} s")
+    return res
+
+
+def _f(v: Any, d: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) else f"{v:.{d}f}"
+    return str(v)
+
+
+def format_report(results: list[dict[str, Any]]) -> str:
+    lines = []
+    for r in results:
+        lines.append(f"## {r['task']} ({r['kind']}, |w| <= {r['length_bound']} tokens, engine {r['engine']}, "
+                     f"{r['level']} level)\n")
+        if r.get("status") != "ok":
+            lines.append(f"{r.get('status')}: {r.get('message')}\n")
+            continue
+        lines.append(f"Exact target: {r['sequences']} token sequences spelling {r['strings']} strings; "
+                     f"P(L) = {r['p_of_l']:.5g}; walk: {r['walk_prefixes']} viable prefixes (LM calls), "
+                     f"{r['walk_evaluations']:,} constraint evaluations, {r['walk_s']:.1f} s. "
+                     f"Most likely under Q: " + ", ".join(f"{s!r} {p:.3f}" for s, p in r["top_strings"]) + "\n")
+        lines.append("| sampler | samples | TV | KL(q̂‖Q) | null TV mean | null TV p95 | inside band | outside L | "
+                     "extra | time s |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        for s in r["samplers"]:
+            extra = ""
+            if "zhat_mean" in s:
+                extra = f"Ẑ {s['zhat_mean']:.4g} ± {2 * (s['zhat_se'] or 0):.2g} (Ẑ/P(L) {s['zhat_over_p_of_l']:.3f})"
+            if "trie_tv" in s:
+                extra = f"trie TV {s['trie_tv']:.4f}, θ(root) {s['theta_root']:.4g}"
+            lines.append(f"| {s['sampler']} | {_f(s['samples'])} | {_f(s['tv'])} | {_f(s['kl'])} | "
+                         f"{_f(s.get('null_tv_mean'))} | {_f(s.get('null_tv_p95'))} | {_f(s.get('inside_band'))} | "
+                         f"{_f(s['outside_L'], 3)} | {extra} | {_f(s['seconds'], 1)} |")
+        if r["curve"]:
+            lines.append("\nASAp convergence (TV of the trie-implied next-sample distribution to Q):\n")
+            lines.append("| samples | trie TV | θ(root) | distinct outputs | trie nodes |")
+            lines.append("|---|---|---|---|---|")
+            for p in r["curve"]:
+                lines.append(f"| {p['samples']} | {p['trie_tv']:.4f} | {p['theta_root']:.5g} | {p['distinct']} | "
+                             f"{p['trie_nodes']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_fidelity(cfg: FidelityConfig, lm: LanguageModel | None = None,
+                 log: Callable[[str], None] = print) -> Path:
+    if cfg.level not in ("tokens", "strings"):
+        raise ConfigError(f"level must be 'tokens' or 'strings', got {cfg.level!r}")
+    for name in cfg.samplers:
+        if name not in SAMPLER_NAMES:
+            raise ConfigError(f"fidelity: unknown sampler '{name}' (have: {', '.join(SAMPLER_NAMES)})")
+    if cfg.samples < 1 or cfg.particles < 1:
+        raise ConfigError("samples and particles must be >= 1")
+    tasks = load_tasks(cfg.dataset, cfg.tasks or None)
+    if lm is None:
+        from ..config import RunConfig
+        from ..runner import load_lm
+
+        lm = load_lm(RunConfig(model=cfg.model))
+    engine = ENGINES.create(cfg.engine, lm.tokenizer, EngineOptions())
+    run_id = cfg.run_id or _dt.datetime.now().strftime("fidelity-%Y%m%d-%H%M%S")
+    run_dir = Path(cfg.reports_dir) / run_id
+    if (run_dir / "fidelity.json").exists():
+        raise ConfigError(f"{run_dir}: a fidelity run with this id already exists")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = environment(REPO_ROOT)
+    env.update({"model": lm.info(), "engine": {"name": engine.name, "version": engine.version(),
+                                               "settings": engine.settings()}, "config": asdict(cfg)})
+    write_json(run_dir / "environment.json", env)
+    results = []
+    for task in tasks:
+        log(f"{task.id}:")
+        results.append(run_task(task, cfg, lm, engine, log))
+        write_json(run_dir / "fidelity.json", {"config": asdict(cfg), "results": results})  # kept after each task
+    (run_dir / "fidelity.md").write_text(format_report(results), encoding="utf-8")
+    with open(run_dir / "curve.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["task", "samples", "trie_tv", "theta_root", "distinct", "trie_nodes", "seconds"])
+        w.writeheader()
+        for r in results:
+            w.writerows(r["curve"])
+    return run_dir

@@ -19,21 +19,11 @@ import numpy as np
 
 from ..engines.base import Matcher
 from ..engines.bitmask import allowed_ids, new_bitmask
-from ..lm.base import LanguageModel, log_softmax
+from ..lm.base import LanguageModel, log_softmax, logsumexp
 
 
 class BudgetExceeded(Exception):
     """The language is too large for an exact walk within the budget."""
-
-
-def logsumexp(a: Sequence[float] | np.ndarray) -> float:
-    a = np.asarray(a, dtype=np.float64)
-    if a.size == 0:
-        return -math.inf
-    m = float(np.max(a))
-    if not math.isfinite(m):
-        return -math.inf
-    return m + math.log(float(np.sum(np.exp(a - m))))
 
 
 @dataclass

@@ -78,6 +78,17 @@ class LanguageModel(Protocol):
         """Everything that identifies the model for results (path, sha256, settings)."""
 
 
+def logsumexp(a: Sequence[float] | np.ndarray) -> float:
+    """log(sum(exp(a))) in float64; -inf for an empty or all -inf input."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.size == 0:
+        return float("-inf")
+    m = float(np.max(a))
+    if not np.isfinite(m):
+        return float("-inf")
+    return m + float(np.log(np.sum(np.exp(a - m))))
+
+
 def log_softmax(x: np.ndarray) -> np.ndarray:
     """Normalised log-probabilities; the sum is taken in float64 so large vocabularies stay exact."""
     x = np.asarray(x)

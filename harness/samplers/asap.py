@@ -22,19 +22,10 @@ import numpy as np
 
 from ..engines.base import Matcher
 from ..engines.bitmask import allowed_ids, new_bitmask
-from ..lm.base import LanguageModel, log_softmax
-from .base import Generation, now
+from ..lm.base import LanguageModel, log_softmax, logsumexp
+from .base import Generation, advance_or_fail, logits_and_mask, now
 
 FLAWS = (None, "last-only", "allowed-normalised", "disallowed-children")
-
-
-def _logsumexp(a: np.ndarray) -> float:
-    if a.size == 0:
-        return -math.inf
-    m = float(np.max(a))
-    if not math.isfinite(m):
-        return -math.inf
-    return m + math.log(float(np.sum(np.exp(a - m))))
 
 
 class TrieNode:
@@ -105,16 +96,7 @@ class ASApSampler:
     def _expand(self, node: TrieNode, lm: LanguageModel, matcher: Matcher, prefix: list[int], depth: int,
                 max_tokens: int, bitmask: np.ndarray, gen: Generation) -> None:
         view = lm.tokenizer
-        t0 = now()
-        logp = log_softmax(lm.logits(prefix)).astype(np.float64)
-        t1 = now()
-        matcher.fill_mask(bitmask)
-        t2 = now()
-        gen.lm_s += t1 - t0
-        gen.mask_s += t2 - t1
-        gen.mask_times.append(t2 - t1)
-        gen.forward_passes += 1
-        gen.constraint_evals += view.vocab_size
+        logp = log_softmax(logits_and_mask(gen, lm, matcher, prefix, bitmask)).astype(np.float64)
         ids = allowed_ids(bitmask, view.vocab_size)
         stops = np.isin(ids, self._stop_list)
         if depth >= max_tokens:  # the length bound lives in the constraint (ALGORITHMS.md 4.4, pitfall 4)
@@ -126,15 +108,15 @@ class ASApSampler:
         if self.flaw == "disallowed-children":
             rest = np.ones(len(logp), dtype=bool)
             rest[ids] = False
-            node.other_log_mass = _logsumexp(logp[rest])
+            node.other_log_mass = logsumexp(logp[rest])
         self.trie.expanded += 1
 
     def _update(self, node: TrieNode) -> None:
         """theta(u) = sum over allowed t of p(t|u) theta(u.t) (with the flawed variants' twists)."""
         terms = node.logp + node.child_log_theta
-        value = _logsumexp(terms) if node.tokens is not None and len(node.tokens) else -math.inf
+        value = logsumexp(terms) if node.tokens is not None and len(node.tokens) else -math.inf
         if self.flaw == "allowed-normalised" and node.tokens is not None and len(node.tokens):
-            value -= _logsumexp(node.logp)
+            value -= logsumexp(node.logp)
         elif self.flaw == "disallowed-children":
             value = float(np.logaddexp(value, node.other_log_mass))
         node.log_theta = min(value, 0.0)
@@ -176,12 +158,7 @@ class ASApSampler:
                 if node.is_stop[idx]:
                     gen.finish_reason = "eos"
                     break
-                a0 = now()
-                ok = matcher.advance(token)
-                gen.advance_s += now() - a0
-                if not ok:
-                    gen.finish_reason = "error"
-                    gen.error = f"engine refused token {token} that its own mask allowed"
+                if not advance_or_fail(gen, matcher, token):
                     break
                 child = node.child(token)
                 if child is None:

@@ -66,6 +66,35 @@ def now() -> float:
     return time.perf_counter()
 
 
+def logits_and_mask(gen: Generation, lm: LanguageModel, matcher: Matcher, prefix: Sequence[int],
+                    bitmask: np.ndarray) -> np.ndarray:
+    """One masking step's two calls, each timed into its own bucket: the LM's logits after
+    `prefix` and the engine's full mask (|V| evaluations; EOS is inside V here)."""
+    t0 = now()
+    logits = lm.logits(prefix)
+    t1 = now()
+    matcher.fill_mask(bitmask)
+    t2 = now()
+    gen.lm_s += t1 - t0
+    gen.mask_s += t2 - t1
+    gen.mask_times.append(t2 - t1)
+    gen.forward_passes += 1
+    gen.constraint_evals += lm.tokenizer.vocab_size
+    return logits
+
+
+def advance_or_fail(gen: Generation, matcher: Matcher, token: int) -> bool:
+    """Advance the matcher, timed into advance_s. An engine refusing a token it has just allowed
+    (by mask or check) is an engine bug: the sample ends as an error that says so."""
+    t0 = now()
+    ok = matcher.advance(token)
+    gen.advance_s += now() - t0
+    if not ok:
+        gen.finish_reason = "error"
+        gen.error = f"engine refused token {token} that it had allowed"
+    return ok
+
+
 def sample_from_logits(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
     """Draw an index with probability softmax(logits / T); -inf entries never drawn."""
     z = logits / temperature

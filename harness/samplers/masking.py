@@ -13,7 +13,7 @@ import numpy as np
 from ..engines.base import Matcher
 from ..engines.bitmask import allowed_ids, is_allowed, new_bitmask, to_bool
 from ..lm.base import LanguageModel
-from .base import Generation, now, sample_from_logits
+from .base import Generation, advance_or_fail, logits_and_mask, now, sample_from_logits
 
 
 class MaskingSampler:
@@ -52,16 +52,7 @@ class MaskingSampler:
                 if deadline is not None and now() > deadline:
                     gen.finish_reason = "timeout"
                     break
-                t0 = now()
-                logits = lm.logits(prefix)
-                t1 = now()
-                matcher.fill_mask(bitmask)
-                t2 = now()
-                gen.lm_s += t1 - t0
-                gen.mask_s += t2 - t1
-                gen.mask_times.append(t2 - t1)
-                gen.forward_passes += 1
-                gen.constraint_evals += vocab  # |V| + 1 with EOS, which is inside V here
+                logits = logits_and_mask(gen, lm, matcher, prefix, bitmask)
                 token = self._choose(logits, bitmask, vocab, rng)
                 if token < 0:
                     gen.finish_reason = "dead_end"
@@ -71,12 +62,7 @@ class MaskingSampler:
                 if token in stops:
                     gen.finish_reason = "eos"
                     break
-                t3 = now()
-                ok = matcher.advance(token)
-                gen.advance_s += now() - t3
-                if not ok:
-                    gen.finish_reason = "error"
-                    gen.error = f"engine refused token {token} that its own mask allowed"
+                if not advance_or_fail(gen, matcher, token):
                     break
                 gen.tokens.append(token)
                 prefix.append(token)

@@ -21,7 +21,7 @@ import numpy as np
 from ..engines.base import Matcher
 from ..lm.base import LanguageModel, log_softmax
 from .awrs import IMPROPER, PAPER, paper_step, recursive_step
-from .base import Generation, now
+from .base import Generation, advance_or_fail, now
 
 
 @dataclass
@@ -133,9 +133,8 @@ class AWRSSMCSampler:
                         elif step.token in stops:
                             part.done = True
                         else:
-                            a0 = now()
-                            part.matcher.advance(step.token)
-                            gen.advance_s += now() - a0
+                            if not advance_or_fail(gen, part.matcher, step.token):
+                                raise RuntimeError(gen.error)
                             part.tokens.append(step.token)
                     gen.check_s += checks[0]
                     if gen.first_token_s is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .loaders import REPO_ROOT, _read_json, read_length_bound
+from .loaders import REPO_ROOT, _read_json, read_length_bound, select_tasks
 from .task import Example, Task
 
 GRAMMARS_DIR = REPO_ROOT / "grammars"
@@ -48,11 +48,4 @@ def load_grammars(directory: str | Path | None = None, subset: str | list[str] |
     tasks = [load_grammar_task(d) for d in sorted(directory.iterdir()) if (d / "task.json").exists()]
     if not tasks:
         raise ConfigError(f"{directory}: no grammar task directories (<name>/task.json)")
-    if subset:
-        names = [subset] if isinstance(subset, str) else list(subset)
-        by_name = {t.id: t for t in tasks}
-        unknown = [n for n in names if n not in by_name]
-        if unknown:
-            raise ConfigError(f"{directory}: unknown grammar task(s) {', '.join(unknown)} (have: {', '.join(by_name)})")
-        tasks = [by_name[n] for n in names]
-    return tasks
+    return select_tasks(tasks, subset, "grammar task")

@@ -66,14 +66,19 @@ def load_fidelity(subset: str | list[str] | None = None, **_: Any) -> list[Task]
     from .grammars import load_grammars
 
     tasks = load_grammars(subset=["binary_skewed", "arith_small"]) + load_builtin(REPO_ROOT / "datasets" / "fidelity")
-    if subset:
-        names = [subset] if isinstance(subset, str) else list(subset)
-        by_id = {t.id: t for t in tasks}
-        unknown = [n for n in names if n not in by_id]
-        if unknown:
-            raise ConfigError(f"unknown fidelity task(s) {', '.join(unknown)} (have: {', '.join(by_id)})")
-        tasks = [by_id[n] for n in names]
-    return tasks
+    return select_tasks(tasks, subset, "fidelity task")
+
+
+def select_tasks(tasks: list[Task], subset: str | list[str] | None, what: str) -> list[Task]:
+    """The tasks named in `subset` (ids), in that order; all when it is empty; unknown ids are an error."""
+    if not subset:
+        return tasks
+    names = [subset] if isinstance(subset, str) else list(subset)
+    by_id = {t.id: t for t in tasks}
+    unknown = [n for n in names if n not in by_id]
+    if unknown:
+        raise ConfigError(f"unknown {what}(s) {', '.join(unknown)} (have: {', '.join(by_id)})")
+    return [by_id[n] for n in names]
 
 
 def load_builtin(directory: str | Path | None = None, **_: Any) -> list[Task]:

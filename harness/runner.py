@@ -148,7 +148,8 @@ def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg:
                     "parses": False, "schema_valid": None, "valid": False, "validator": None,
                     "validation_error": "", "ec": 0, "ttft_s": None, "tpot_ms": None, "tgt_s": comp.seconds,
                     "lm_s": 0.0, "engine_s": 0.0, "mask_s": 0.0, "advance_s": 0.0, "check_s": 0.0, "sampler_s": 0.0,
-                    "forward_passes": 0, "constraint_evals": 0, "mask_times_us": []})
+                    "forward_passes": 0, "constraint_evals": 0, "step_evals": [], "step_evals_max": None,
+                    "mask_times_us": []})
         row.update(percentiles_us([]))
         return row
     text = lm.tokenizer.decode(gen.tokens).decode("utf-8", errors="replace")
@@ -163,7 +164,8 @@ def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg:
     row["tgt_s"] = (comp.seconds or 0.0) + gen.total_s
     row.update({"lm_s": gen.lm_s, "engine_s": gen.engine_s, "mask_s": gen.mask_s, "advance_s": gen.advance_s,
                 "check_s": gen.check_s, "sampler_s": gen.sampler_s, "gen_s": gen.total_s, "forward_passes": gen.forward_passes,
-                "constraint_evals": gen.constraint_evals,
+                "constraint_evals": gen.constraint_evals, "step_evals": list(gen.step_evals),
+                "step_evals_max": max(gen.step_evals) if gen.step_evals else None,
                 "mask_times_us": [round(t * 1e6, 2) for t in gen.mask_times]})
     row.update(percentiles_us(gen.mask_times))
     for k, v in gen.extra.items():

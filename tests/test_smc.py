@@ -77,3 +77,14 @@ def test_awrs_in_the_runner_counts_evaluations(tmp_path):
     for r in smc:
         assert r["constraint_evals"] / r["forward_passes"] < vocab
         assert _json.loads(r["sampler_settings"])["particles"] == 3
+
+
+def test_evaluations_recorded_per_step(toy):
+    """Per step and per sequence, as ALGORITHMS.md 3.6 counts them: one entry per LM call, summing to the
+    sequence's total, and no step checks more than both passes can (|V| each)."""
+    lm, compiled = toy
+    for seed in range(20):
+        gen = AWRSSampler().generate(lm, compiled.matcher(), [], 10, seed=seed)
+        assert sum(gen.step_evals) == gen.constraint_evals
+        assert len(gen.step_evals) == gen.forward_passes
+        assert all(1 <= e <= 2 * lm.tokenizer.vocab_size for e in gen.step_evals)

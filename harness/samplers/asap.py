@@ -143,6 +143,8 @@ class ASApSampler:
                 if not node.expanded:
                     self._expand(node, lm, matcher, prefix, len(gen.tokens), max_tokens, bitmask, gen)
                     new_nodes += 1
+                else:
+                    gen.step_evals.append(0)  # a revisited node: its mask and probabilities are in the trie
                 if not len(node.tokens):  # a dead end: nothing below completes (pitfall 7: theta 0)
                     gen.finish_reason = "max_tokens" if len(gen.tokens) >= max_tokens else "dead_end"
                     break

@@ -33,6 +33,7 @@ class Generation:
     mask_times: list[float] = field(default_factory=list)
     forward_passes: int = 0
     constraint_evals: int = 0
+    step_evals: list[int] = field(default_factory=list)  # evaluations of each step (each particle's step in SMC)
     extra: dict[str, Any] = field(default_factory=dict)
     # SMC: every final particle's tokens and log-weight, for pooling across runs (not a row column)
     particles: list[tuple[list[int], float]] = field(default_factory=list)
@@ -80,6 +81,7 @@ def logits_and_mask(gen: Generation, lm: LanguageModel, matcher: Matcher, prefix
     gen.mask_times.append(t2 - t1)
     gen.forward_passes += 1
     gen.constraint_evals += lm.tokenizer.vocab_size
+    gen.step_evals.append(lm.tokenizer.vocab_size)
     return logits
 
 

@@ -121,12 +121,14 @@ class AWRSSMCSampler:
 
                     if step_index == max_tokens:  # forced EOS with its weight correction
                         gen.constraint_evals += 1
+                        gen.step_evals.append(1)
                         member = check(eos)
                         part.log_w += float(np.logaddexp.reduce(logp[stop_list])) if member else -math.inf
                         part.done = True
                     else:
                         step = self._step(logp, check, rng)
                         gen.constraint_evals += step.evaluations
+                        gen.step_evals.append(step.evaluations)
                         part.log_w += step.log_weight
                         if not math.isfinite(part.log_w):
                             part.done = True

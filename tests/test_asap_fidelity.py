@@ -213,3 +213,10 @@ def test_fidelity_run_on_the_toy_world(tmp_path):
     assert curve[0]["trie_tv"] > 0.3 > curve[-1]["trie_tv"]
     assert (run_dir / "fidelity.md").read_text().count("| asap |") == 1
     assert (run_dir / "curve.csv").read_text().splitlines()[0].startswith("task,samples,trie_tv")
+
+
+def test_trie_memory_budget_ends_the_sample_not_the_run(toy):
+    lm, engine, compiled, _ = toy
+    sampler = ASApSampler(trie_budget_mb=1e-4)  # ~100 bytes: the second expansion is refused
+    gen = sampler.generate(lm, engine.new_matcher(compiled), [], 10, seed=0)
+    assert gen.finish_reason == "error" and "budget" in gen.error

@@ -59,6 +59,7 @@ class Trie:
         self.nodes = 1
         self.expanded = 0
         self.samples = 0
+        self.bytes = 0  # arrays held by expanded nodes
 
     def node(self, prefix: Sequence[int]) -> TrieNode | None:
         """The node of a token prefix (the continuation, without the prompt), if it exists."""
@@ -81,27 +82,35 @@ class ASApSampler:
     name = "asap"
     stateful = True  # the runner makes one instance per task and engine
 
-    def __init__(self, fresh_trie: bool = False, flaw: str | None = None) -> None:
+    def __init__(self, fresh_trie: bool = False, flaw: str | None = None, trie_budget_mb: float = 4096.0) -> None:
+        """trie_budget_mb: a node inside a free JSON string allows ~200k of Gemma's tokens (~3 MB
+        here), so long outputs over many seeds grow the trie fast (pitfall 5); past the budget a
+        sample ends as an error row instead of taking the machine's memory."""
         if flaw not in FLAWS:
             raise ValueError(f"flaw must be one of {FLAWS}")
         self.fresh_trie = fresh_trie
         self.flaw = flaw
+        self.trie_budget_mb = trie_budget_mb
         self.trie = Trie()
         self._stop_list: list[int] | None = None
 
     def settings(self) -> dict[str, Any]:
         return {"sampler": self.name, "fresh_trie": self.fresh_trie, "flaw": self.flaw, "temperature": 1.0,
+                "trie_budget_mb": self.trie_budget_mb,
                 "evaluations_count": "|V| per newly expanded node, 0 on revisits"}
 
     def _expand(self, node: TrieNode, lm: LanguageModel, matcher: Matcher, prefix: list[int], depth: int,
                 max_tokens: int, bitmask: np.ndarray, gen: Generation) -> None:
         view = lm.tokenizer
+        if self.trie.bytes > self.trie_budget_mb * 2**20:
+            raise MemoryError(f"ASAp trie exceeds its {self.trie_budget_mb:.0f} MB budget after {self.trie.samples} "
+                              f"samples ({self.trie.expanded} expanded nodes); lower max_tokens or the number of seeds")
         logp = log_softmax(logits_and_mask(gen, lm, matcher, prefix, bitmask)).astype(np.float64)
         ids = allowed_ids(bitmask, view.vocab_size)
         stops = np.isin(ids, self._stop_list)
         if depth >= max_tokens:  # the length bound lives in the constraint (ALGORITHMS.md 4.4, pitfall 4)
             ids, stops = ids[stops], stops[stops]
-        node.tokens = ids
+        node.tokens = ids.astype(np.int32)
         node.logp = logp[ids]
         node.child_log_theta = np.zeros(len(ids))
         node.is_stop = stops
@@ -110,6 +119,7 @@ class ASApSampler:
             rest[ids] = False
             node.other_log_mass = logsumexp(logp[rest])
         self.trie.expanded += 1
+        self.trie.bytes += node.tokens.nbytes + node.logp.nbytes + node.child_log_theta.nbytes + node.is_stop.nbytes
 
     def _update(self, node: TrieNode) -> None:
         """theta(u) = sum over allowed t of p(t|u) theta(u.t) (with the flawed variants' twists)."""
@@ -178,6 +188,7 @@ class ASApSampler:
         trie.samples += 1
         gen.total_s = now() - start
         gen.extra = {"trie_nodes": trie.nodes, "trie_expanded": trie.expanded, "new_nodes": new_nodes,
+                     "trie_mb": round(trie.bytes / 2**20, 3),
                      "trie_samples": trie.samples, "log_theta_root": trie.root.log_theta}
         return gen
 

@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--compile-timeout", type=float, default=5.0)
     ap.add_argument("--run-id", default=None, help="prefix of the two run directories under reports/")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--json-run", help="report this finished run directory instead of running the JSON part")
+    ap.add_argument("--cfg-run", help="report this finished run directory instead of running the CFG part")
     args = ap.parse_args()
     lm = LlamaCppLM(args.model or str(default_model_path()))
     prefix = args.run_id or time.strftime("awrs-vs-masking-%Y%m%d-%H%M%S")
@@ -106,9 +108,10 @@ def main() -> None:
               file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    json_dir = run(RunConfig(dataset="builtin", limit=args.json_tasks, run_id=f"{prefix}-json", **common), lm, progress)
-    cfg_dir = run(RunConfig(dataset="cfg", subset=CFG_TASKS[: args.cfg_tasks], run_id=f"{prefix}-cfg", **common),
-                  lm, progress)
+    json_dir = Path(args.json_run) if args.json_run else \
+        run(RunConfig(dataset="builtin", limit=args.json_tasks, run_id=f"{prefix}-json", **common), lm, progress)
+    cfg_dir = Path(args.cfg_run) if args.cfg_run else \
+        run(RunConfig(dataset="cfg", subset=CFG_TASKS[: args.cfg_tasks], run_id=f"{prefix}-cfg", **common), lm, progress)
     vocab = lm.tokenizer.vocab_size
     frames = {"JSON schema (built-in)": pd.read_parquet(json_dir / "results.parquet"),
               "CFG": pd.read_parquet(cfg_dir / "results.parquet")}

@@ -220,3 +220,11 @@ def test_trie_memory_budget_ends_the_sample_not_the_run(toy):
     sampler = ASApSampler(trie_budget_mb=1e-4)  # ~100 bytes: the second expansion is refused
     gen = sampler.generate(lm, engine.new_matcher(compiled), [], 10, seed=0)
     assert gen.finish_reason == "error" and "budget" in gen.error
+
+
+def test_kl_uses_log_q_where_q_underflows():
+    q = np.array([1.0, 0.0])           # the second string's Q underflowed to 0 ...
+    log_q = np.array([0.0, -800.0])    # ... but it is in L
+    q_hat = np.array([0.5, 0.5])
+    assert kl(q_hat, q) == math.inf
+    assert kl(q_hat, q, log_q=log_q) == pytest.approx(0.5 * math.log(0.5) + 0.5 * (math.log(0.5) + 800.0))

@@ -160,3 +160,36 @@ def test_cheap_visiting_order_is_sampling_without_replacement(max_redraws):
         assert 3 not in (a, b)
         exact = q[a] * q[b] / (1 - q[a])
         assert abs(k / n - exact) < 0.01, ((a, b), k / n, exact)
+
+
+def test_step_tables_are_exact_on_a_large_vocabulary():
+    """One exp per step, a float64 running sum: the cdf's last entry is the total mass to 1e-9."""
+    from harness.lm.base import log_softmax, softmax_pair
+    from harness.samplers.awrs import step_tables
+
+    x = np.random.default_rng(0).normal(size=262144).astype(np.float32) * 4
+    logp, p = softmax_pair(x)
+    assert np.allclose(logp, log_softmax(x), atol=1e-6) and np.allclose(p, np.exp(log_softmax(x)), rtol=1e-5)
+    _, cdf = step_tables(logp, p)
+    assert cdf.dtype == np.float64 and abs(cdf[-1] - 1.0) < 1e-6
+
+
+def test_block_draws_follow_p_across_blocks():
+    """Tokens spread over several blocks (and a partial last block) are drawn with their probabilities,
+    boundary tokens of a block included."""
+    from itertools import islice
+
+    from harness.samplers.awrs import BLOCK, without_replacement
+
+    vocab = 3 * BLOCK + 100
+    hot = [0, BLOCK - 1, BLOCK, 2 * BLOCK + 5, vocab - 1]
+    p = np.full(vocab, 1e-9)
+    p[hot] = [0.3, 0.25, 0.2, 0.15, 0.1]
+    p /= p.sum()
+    rng = np.random.default_rng(3)
+    n = 30000
+    first = [next(islice(without_replacement(np.log(p), rng), 1)) for _ in range(n)]
+    values, counts = np.unique(first, return_counts=True)
+    assert set(values.tolist()) <= set(hot) | set(range(vocab))
+    for t in hot:
+        assert abs(counts[values.tolist().index(t)] / n - p[t]) < 0.01, t

@@ -16,14 +16,21 @@ def tv(q_hat: np.ndarray, q: np.ndarray, outside: float = 0.0) -> float:
     return 0.5 * (float(np.abs(q_hat - q).sum()) + outside)
 
 
-def kl(q_hat: np.ndarray, q: np.ndarray, outside: float = 0.0) -> float:
-    """KL(q_hat || Q) in nats; infinite if q_hat has mass outside L or where Q is 0."""
+def kl(q_hat: np.ndarray, q: np.ndarray, outside: float = 0.0, log_q: np.ndarray | None = None) -> float:
+    """KL(q_hat || Q) in nats; infinite if q_hat has mass outside L or where Q is 0. With log_q,
+    Q's logarithms are taken from it, so token sequences whose Q underflows a float still count."""
     if outside > 0:
         return math.inf
     m = q_hat > 0
-    if np.any(q[m] <= 0):
+    if log_q is not None:
+        lq = log_q[m]
+    elif np.any(q[m] <= 0):
         return math.inf
-    return float(np.sum(q_hat[m] * (np.log(q_hat[m]) - np.log(q[m]))))
+    else:
+        lq = np.log(q[m])
+    if np.any(~np.isfinite(lq)):
+        return math.inf
+    return float(np.sum(q_hat[m] * (np.log(q_hat[m]) - lq)))
 
 
 def null_band(q: np.ndarray, n: int, reps: int = 200, seed: int = 0) -> tuple[float, float]:

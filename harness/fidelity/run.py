@@ -82,7 +82,8 @@ class _Scorer:
     def score(self, dist: np.ndarray, outside: float, n: int | None) -> dict[str, Any]:
         d = self._level(dist)
         outside = 0.0 if outside < 1e-9 else outside  # rounding in a sum of exact probabilities
-        out: dict[str, Any] = {"tv": tv(d, self.q, outside), "kl": kl(d, self.q, outside), "outside_L": outside}
+        log_q = self.target.log_p - self.target.log_pl if self.level == "tokens" else None
+        out: dict[str, Any] = {"tv": tv(d, self.q, outside), "kl": kl(d, self.q, outside, log_q), "outside_L": outside}
         if n:
             mean, p95 = null_band(self.q, n, self.reps, self.seed)
             out.update({"null_tv_mean": mean, "null_tv_p95": p95, "inside_band": out["tv"] <= p95})

@@ -89,6 +89,16 @@ def logsumexp(a: Sequence[float] | np.ndarray) -> float:
     return m + float(np.log(np.sum(np.exp(a - m))))
 
 
+def softmax_pair(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(log-probabilities, probabilities) with one exp over the vocabulary; the normaliser is
+    summed in float64 as in log_softmax."""
+    x = np.asarray(x)
+    shifted = x - np.max(x)
+    e = np.exp(shifted)
+    z = np.sum(e, dtype=np.float64)
+    return shifted - np.log(z), e / e.dtype.type(z)
+
+
 def log_softmax(x: np.ndarray) -> np.ndarray:
     """Normalised log-probabilities; the sum is taken in float64 so large vocabularies stay exact."""
     x = np.asarray(x)

@@ -67,21 +67,45 @@ def gumbel_order(logp: np.ndarray, rng: np.random.Generator, removed: set[int] |
         chunk *= 4
 
 
+BLOCK = 1024
+
+
+def step_tables(logp: np.ndarray, p: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """p and the running sum of its blocks of BLOCK tokens, computed once per step and shared by
+    both passes. A draw finds its block in the block sums, then its token in that block's own
+    running sum: exact, and ~0.15 ms a step instead of a full cumulative sum over 262k tokens
+    (~0.9 ms). Sums are float64: a float32 running sum over 262k tokens drifts by ~1e-3."""
+    p = np.exp(logp) if p is None else p
+    pad = (-len(p)) % BLOCK
+    blocks = (np.concatenate([p, np.zeros(pad, dtype=p.dtype)]) if pad else p).reshape(-1, BLOCK)
+    return p, np.cumsum(blocks.sum(axis=1, dtype=np.float64))
+
+
+def _draw(p: np.ndarray, block_cdf: np.ndarray, r: float) -> int:
+    """The token whose interval of the cumulative distribution holds r (0 <= r < total)."""
+    b = int(np.searchsorted(block_cdf, r, side="right"))
+    if b >= len(block_cdf):
+        return len(p)
+    start = b * BLOCK
+    local = np.cumsum(p[start:start + BLOCK], dtype=np.float64)
+    i = int(np.searchsorted(local, r - (block_cdf[b - 1] if b else 0.0), side="right"))
+    return start + min(i, len(local) - 1)
+
+
 def without_replacement(logp: np.ndarray, rng: np.random.Generator, removed: set[int] | frozenset[int] = frozenset(),
-                        max_redraws: int = 64) -> Iterator[int]:
+                        max_redraws: int = 64, tables: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[int]:
     """The same order distribution as `gumbel_order`, cheaper on a large vocabulary: draw from p
     by inverse CDF and redraw tokens already seen (drawing with replacement and dropping repeats
     is sampling without replacement). When repeats pile up (most of the mass already seen), the
     rest of the order comes from Gumbel keys over the unseen tokens, which is the same
-    conditional distribution."""
-    p = np.exp(logp)
-    cdf = np.cumsum(p)
-    total = float(cdf[-1])
+    conditional distribution. `tables` = step_tables(logp), when the caller has them already."""
+    p, block_cdf = tables if tables is not None else step_tables(logp)
+    total = float(block_cdf[-1])
     seen = set(removed)
     seen_mass = float(p[list(seen)].sum()) if seen else 0.0
     redraws = 0
     while total - seen_mass > 1e-9 * total:
-        t = int(np.searchsorted(cdf, rng.random() * total, side="right"))
+        t = _draw(p, block_cdf, rng.random() * total)
         if t >= len(p) or t in seen or p[t] == 0.0:
             redraws += 1
             if redraws > max_redraws:
@@ -102,14 +126,16 @@ class StepResult:
 
 
 def paper_step(logp: np.ndarray, check: Callable[[int], bool], rng: np.random.Generator,
-               estimator: Estimator = PAPER, log_zp: float = 0.0) -> StepResult:
-    """Two-pass AWRS over normalised log-probabilities `logp` (log_zp = log of the kept LM mass)."""
-    p = np.exp(logp)
+               estimator: Estimator = PAPER, log_zp: float = 0.0, p: np.ndarray | None = None) -> StepResult:
+    """Two-pass AWRS over normalised log-probabilities `logp` (log_zp = log of the kept LM mass;
+    p = exp(logp) when the caller has it)."""
+    tables = step_tables(logp, p)
+    p = tables[0]
     evals = 0
     rejected: list[int] = []
     r_mass = 0.0
     x = -1
-    for t in without_replacement(logp, rng):
+    for t in without_replacement(logp, rng, tables=tables):
         evals += 1
         if check(t):
             x = t
@@ -123,7 +149,7 @@ def paper_step(logp: np.ndarray, check: Callable[[int], bool], rng: np.random.Ge
         removed = set(rejected)
         if estimator.remove_x_before_pass2:
             removed.add(x)
-        for t in without_replacement(logp, rng, removed):
+        for t in without_replacement(logp, rng, removed, tables=tables):
             evals += 1
             if check(t):
                 break
@@ -133,15 +159,16 @@ def paper_step(logp: np.ndarray, check: Callable[[int], bool], rng: np.random.Ge
 
 
 def recursive_step(logp: np.ndarray, check: Callable[[int], bool], rng: np.random.Generator,
-                   log_zp: float = 0.0) -> StepResult:
+                   log_zp: float = 0.0, p: np.ndarray | None = None) -> StepResult:
     """RAWRS: one pass; each rejection multiplies w by (1 - q), q the rejected token's probability
     renormalised over what is left; at the first acceptance (renormalised q) one more token in
     the same order is checked: factor 1 if allowed, q if not (or if none is left)."""
-    p = np.exp(logp)
-    left = float(p.sum())
+    tables = step_tables(logp, p)
+    p = tables[0]
+    left = float(tables[1][-1])
     log_w = 0.0
     evals = 0
-    order = without_replacement(logp, rng)
+    order = without_replacement(logp, rng, tables=tables)
     last = 0
     for t in order:
         evals += 1

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..engines.base import Matcher
-from ..lm.base import LanguageModel, log_softmax
+from ..lm.base import LanguageModel, softmax_pair
 from .awrs import IMPROPER, PAPER, paper_step, recursive_step
 from .base import Generation, advance_or_fail, now
 
@@ -83,10 +83,10 @@ class AWRSSMCSampler:
                 "resampling": self.resampling, "variant": self.variant, "proper_weights": self.proper_weights,
                 "temperature": 1.0, "evaluations_count": "every check, repeats of x included"}
 
-    def _step(self, logp: np.ndarray, check, rng: np.random.Generator):
+    def _step(self, logp: np.ndarray, p: np.ndarray, check, rng: np.random.Generator):
         if self.variant == "recursive" and self.proper_weights:
-            return recursive_step(logp, check, rng)
-        return paper_step(logp, check, rng, PAPER if self.proper_weights else IMPROPER)
+            return recursive_step(logp, check, rng, p=p)
+        return paper_step(logp, check, rng, PAPER if self.proper_weights else IMPROPER, p=p)
 
     def generate(self, lm: LanguageModel, matcher: Matcher, prompt: Sequence[int], max_tokens: int, seed: int,
                  deadline: float | None = None) -> Generation:
@@ -108,8 +108,9 @@ class AWRSSMCSampler:
                     break
                 for part in live:
                     t0 = now()
-                    logp = log_softmax(lm.logits(list(prompt) + part.tokens))
+                    logits = lm.logits(list(prompt) + part.tokens)
                     gen.lm_s += now() - t0
+                    logp, probs = softmax_pair(logits)
                     gen.forward_passes += 1
                     checks = [0.0]
 
@@ -126,7 +127,7 @@ class AWRSSMCSampler:
                         part.log_w += float(np.logaddexp.reduce(logp[stop_list])) if member else -math.inf
                         part.done = True
                     else:
-                        step = self._step(logp, check, rng)
+                        step = self._step(logp, probs, check, rng)
                         gen.constraint_evals += step.evaluations
                         gen.step_evals.append(step.evaluations)
                         part.log_w += step.log_weight

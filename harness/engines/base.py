@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from ..lm.base import TokenizerView
+from .bitmask import is_allowed, set_allowed
 from ..tasks.task import Task
 
 
@@ -61,14 +62,12 @@ class StopAliases:
         self.inner = inner
         self._eos = eos_id
         self._aliases = aliases
-        self._words = [(t >> 5, np.int32(np.uint32(1 << (t & 31)).view(np.int32))) for t in sorted(aliases)]
-        self._eos_word, self._eos_bit = eos_id >> 5, 1 << (eos_id & 31)
 
     def fill_mask(self, bitmask: np.ndarray) -> None:
         self.inner.fill_mask(bitmask)
-        eos_on = bool(int(bitmask[self._eos_word]) & self._eos_bit)
-        for word, bit in self._words:
-            bitmask[word] = (bitmask[word] | bit) if eos_on else (bitmask[word] & ~bit)
+        eos_on = is_allowed(bitmask, self._eos)
+        for t in self._aliases:
+            set_allowed(bitmask, t, eos_on)
 
     def check(self, token: int) -> bool:
         return self.inner.check(self._eos if token in self._aliases else token)
@@ -96,16 +95,14 @@ class LengthBound:
         self.bound = bound
         self.stops = stops
         self.depth = depth
-        self._stop_list = sorted(stops)
 
     def fill_mask(self, bitmask: np.ndarray) -> None:
         self.inner.fill_mask(bitmask)
         if self.depth >= self.bound:
-            keep = [(t, bool((int(bitmask[t >> 5]) >> (t & 31)) & 1)) for t in self._stop_list]
+            keep = [t for t in self.stops if is_allowed(bitmask, t)]
             bitmask[:] = 0
-            for t, on in keep:
-                if on:
-                    bitmask[t >> 5] |= np.int32(np.uint32(1 << (t & 31)).view(np.int32))
+            for t in keep:
+                set_allowed(bitmask, t, True)
 
     def check(self, token: int) -> bool:
         if self.depth >= self.bound and token not in self.stops:

@@ -16,6 +16,12 @@ def is_allowed(bitmask: np.ndarray, token: int) -> bool:
     return bool((int(bitmask[token >> 5]) >> (token & 31)) & 1)
 
 
+def set_allowed(bitmask: np.ndarray, token: int, allowed: bool) -> None:
+    bit = np.int32(np.uint32(1 << (token & 31)).view(np.int32))
+    word = token >> 5
+    bitmask[word] = (bitmask[word] | bit) if allowed else (bitmask[word] & ~bit)
+
+
 def to_bool(bitmask: np.ndarray, vocab_size: int) -> np.ndarray:
     bits = np.unpackbits(bitmask.view(np.uint8), bitorder="little")
     return bits[:vocab_size].astype(bool)

@@ -28,7 +28,7 @@ from ..environment import environment
 from ..errors import ConfigError
 from ..lm.base import LanguageModel
 from ..reporting.writer import write_json
-from ..samplers.asap import ASApSampler
+from ..samplers.asap import ASApSampler, GCDSampler
 from ..samplers.masking import MaskingSampler
 from ..samplers.smc import AWRSSMCSampler
 from ..tasks.loaders import load_tasks
@@ -75,6 +75,8 @@ class _Scorer:
         self.seed = seed
         self.keys = [decode(s) for s in target.sequences]
         self.q = self._level(target.q)
+        # token level: Q's logs straight from the walk, so sequences whose Q underflows still count in KL
+        self.log_q = target.log_p - target.log_pl if level == "tokens" else None
 
     def _level(self, dist: np.ndarray) -> np.ndarray:
         return marginalise(dist, self.keys)[0] if self.level == "strings" else dist
@@ -82,12 +84,17 @@ class _Scorer:
     def score(self, dist: np.ndarray, outside: float, n: int | None) -> dict[str, Any]:
         d = self._level(dist)
         outside = 0.0 if outside < 1e-9 else outside  # rounding in a sum of exact probabilities
-        log_q = self.target.log_p - self.target.log_pl if self.level == "tokens" else None
-        out: dict[str, Any] = {"tv": tv(d, self.q, outside), "kl": kl(d, self.q, outside, log_q), "outside_L": outside}
+        out: dict[str, Any] = {"tv": tv(d, self.q, outside), "kl": kl(d, self.q, outside, self.log_q),
+                               "outside_L": outside}
         if n:
             mean, p95 = null_band(self.q, n, self.reps, self.seed)
             out.update({"null_tv_mean": mean, "null_tv_p95": p95, "inside_band": out["tv"] <= p95})
         return out
+
+    def score_exact(self, dist: np.ndarray) -> dict[str, Any]:
+        """An exactly computed distribution over L (exact LCD, ASAp's trie-implied one): what it
+        misses of 1 is mass that never reaches L (dead ends)."""
+        return self.score(dist, float(max(0.0, 1.0 - dist.sum())), None)
 
 
 def _matcher(engine, compiled, bound: int, lm: LanguageModel):
@@ -131,7 +138,7 @@ def run_task(task: Task, cfg: FidelityConfig, lm: LanguageModel, engine, log: Ca
                top_strings=[(q_strings[1][i], float(q_strings[0][i])) for i in top])
     log(f"  exact: {len(target.sequences)} token sequences, {res['strings']} strings, P(L) = {res['p_of_l']:.4g}, "
         f"{target.prefixes} prefixes in {target.seconds:.1f} s")
-    lcd = scorer.score(target.lcd, float(max(0.0, 1.0 - target.lcd.sum())), None)
+    lcd = scorer.score_exact(target.lcd)
     res["samplers"].append({"sampler": "masking (exact LCD)", "samples": None, **lcd, "seconds": 0.0})
     n = cfg.samples
     for name in cfg.samplers:
@@ -139,7 +146,7 @@ def run_task(task: Task, cfg: FidelityConfig, lm: LanguageModel, engine, log: Ca
         lm_s = 0.0
         row: dict[str, Any] = {"sampler": name}
         if name in ("masking", "gcd"):
-            sampler = MaskingSampler(temperature=1.0) if name == "masking" else ASApSampler(fresh_trie=True)
+            sampler = MaskingSampler(temperature=1.0) if name == "masking" else GCDSampler()
             outs = []
             for s in range(n):
                 # masking stops at max_tokens before drawing; one more step lets it draw the stop
@@ -186,7 +193,7 @@ def run_task(task: Task, cfg: FidelityConfig, lm: LanguageModel, engine, log: Ca
                 if s + 1 in checkpoints:
                     implied = np.exp(trie_log_q(sampler.trie, target))
                     point = {"task": task.id, "samples": s + 1,
-                             "trie_tv": scorer.score(implied, float(max(0.0, 1 - implied.sum())), None)["tv"],
+                             "trie_tv": scorer.score_exact(implied)["tv"],
                              "theta_root": math.exp(sampler.trie.root.log_theta),
                              "distinct": len({o for o in outs if o is not None}),
                              "trie_nodes": sampler.trie.nodes, "seconds": time.perf_counter() - t0}

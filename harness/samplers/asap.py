@@ -92,7 +92,6 @@ class ASApSampler:
         self.flaw = flaw
         self.trie_budget_mb = trie_budget_mb
         self.trie = Trie()
-        self._stop_list: list[int] | None = None
 
     def settings(self) -> dict[str, Any]:
         return {"sampler": self.name, "fresh_trie": self.fresh_trie, "flaw": self.flaw, "temperature": 1.0,
@@ -105,13 +104,13 @@ class ASApSampler:
         if self.trie.bytes > self.trie_budget_mb * 2**20:
             raise MemoryError(f"ASAp trie exceeds its {self.trie_budget_mb:.0f} MB budget after {self.trie.samples} "
                               f"samples ({self.trie.expanded} expanded nodes); lower max_tokens or the number of seeds")
-        logp = log_softmax(logits_and_mask(gen, lm, matcher, prefix, bitmask)).astype(np.float64)
+        logp = log_softmax(logits_and_mask(gen, lm, matcher, prefix, bitmask))
         ids = allowed_ids(bitmask, view.vocab_size)
-        stops = np.isin(ids, self._stop_list)
+        stops = np.isin(ids, sorted(view.stops))
         if depth >= max_tokens:  # the length bound lives in the constraint (ALGORITHMS.md 4.4, pitfall 4)
             ids, stops = ids[stops], stops[stops]
         node.tokens = ids.astype(np.int32)
-        node.logp = logp[ids]
+        node.logp = logp[ids].astype(np.float64)
         node.child_log_theta = np.zeros(len(ids))
         node.is_stop = stops
         if self.flaw == "disallowed-children":
@@ -123,9 +122,8 @@ class ASApSampler:
 
     def _update(self, node: TrieNode) -> None:
         """theta(u) = sum over allowed t of p(t|u) theta(u.t) (with the flawed variants' twists)."""
-        terms = node.logp + node.child_log_theta
-        value = logsumexp(terms) if node.tokens is not None and len(node.tokens) else -math.inf
-        if self.flaw == "allowed-normalised" and node.tokens is not None and len(node.tokens):
+        value = logsumexp(node.logp + node.child_log_theta)  # -inf at a node with nothing allowed
+        if self.flaw == "allowed-normalised" and len(node.logp):
             value -= logsumexp(node.logp)
         elif self.flaw == "disallowed-children":
             value = float(np.logaddexp(value, node.other_log_mass))
@@ -136,7 +134,6 @@ class ASApSampler:
         if self.fresh_trie:
             self.trie = Trie()
         trie = self.trie
-        self._stop_list = sorted(lm.tokenizer.stops)
         rng = np.random.default_rng(seed)
         bitmask = new_bitmask(lm.tokenizer.vocab_size)
         gen = Generation()

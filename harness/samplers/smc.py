@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..engines.base import Matcher
-from ..lm.base import LanguageModel, softmax_pair
+from ..lm.base import LanguageModel, logsumexp, softmax_pair
 from .awrs import IMPROPER, PAPER, paper_step, recursive_step
 from .base import Generation, advance_or_fail, now
 
@@ -124,7 +124,7 @@ class AWRSSMCSampler:
                         gen.constraint_evals += 1
                         gen.step_evals.append(1)
                         member = check(eos)
-                        part.log_w += float(np.logaddexp.reduce(logp[stop_list])) if member else -math.inf
+                        part.log_w += logsumexp(logp[stop_list]) if member else -math.inf
                         part.done = True
                     else:
                         step = self._step(logp, probs, check, rng)

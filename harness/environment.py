@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,36 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+SIMD_FLAG = re.compile(r"^(avx\w*|amx\w*|fma|f16c|bmi2|sse4_2|neon|sve\w*)$")
+
+
+def cpu_simd_flags() -> list[str]:
+    """The CPU's vector-instruction flags (avx2, avx512*, amx_* ...) from /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return sorted(f for f in line.split(":", 1)[1].split() if SIMD_FLAG.match(f))
+    except OSError:
+        pass
+    return []
+
+
+def llama_cpp_build() -> dict[str, Any] | None:
+    """What the installed llama.cpp was compiled to use: its system-info line and the features set to 1.
+
+    ggml reports compile-time features here, so two runs from different builds (portable AVX2 vs
+    native AVX-512) are told apart even on the same CPU.
+    """
+    try:
+        import llama_cpp
+
+        info = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
+    except Exception:  # noqa: BLE001 - not installed, or an older binding
+        return None
+    features = sorted({m.group(1) for m in re.finditer(r"(\w+)\s*=\s*1\b", info)})
+    return {"system_info": info, "features": features}
+
+
 def git_commit(repo: Path) -> str | None:
     try:
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -48,6 +79,8 @@ def environment(repo: Path) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
+        "cpu_simd_flags": cpu_simd_flags(),
+        "llama_cpp_build": llama_cpp_build(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "packages": {p: package_version(p) for p in PACKAGES},

@@ -101,10 +101,13 @@ def resolve_engines(names: list[str]) -> list[str]:
 
 
 def load_lm(cfg: RunConfig) -> LanguageModel:
+    from .lm.cpu_check import check_llama_runs
     from .lm.default_model import default_model_path
-    from .lm.llamacpp import LlamaCppLM
+    from .lm.llamacpp import LlamaCppLM, check_model_path
 
     path = cfg.model or str(default_model_path())
+    check_model_path(path)
+    check_llama_runs(path)  # a build for another CPU is one clear line, not a core dump
     return LlamaCppLM(path, n_ctx=cfg.n_ctx, n_threads=cfg.lm_threads)
 
 

@@ -45,7 +45,7 @@ def _import_llama():
     return llama_cpp
 
 
-def _check_model_path(path: str) -> None:
+def check_model_path(path: str) -> None:
     if not os.path.exists(path):
         raise ConfigError(f"model file not found: {path}")
     with open(path, "rb") as fh:
@@ -63,7 +63,7 @@ class GGUFTokenizer:
     """The vocabulary of a GGUF file, read through llama.cpp in vocab-only mode."""
 
     def __init__(self, path: str, llama: Any = None) -> None:
-        _check_model_path(path)
+        check_model_path(path)
         llama_cpp = _import_llama()
         self.path = path
         if llama is None:
@@ -166,7 +166,7 @@ class LlamaCppLM:
         n_batch: int = 512,
         seed: int = 0,
     ) -> None:
-        _check_model_path(model_path)
+        check_model_path(model_path)
         llama_cpp = _import_llama()
         self._llama_cpp = llama_cpp
         self.model_path = model_path

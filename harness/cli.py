@@ -12,6 +12,9 @@ from .errors import ConfigError
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML file with any of the run settings (a [run] table or top-level keys)")
+    p.add_argument("--protocol", help="cdbench (default: 0-shot, the schema's own draft, compile limit 5 s, "
+                   "max_tokens 256) or jsonschemabench (JSB's 2-shot prompts, Draft 2020-12 validator, compile "
+                   "limit 10 s, max_tokens 2048); explicit flags override a protocol's limits")
     p.add_argument("--dataset", help="builtin (default), cfg (grammars/), jsonschemabench (data dir), hub "
                    "(epfl-dlab/JSONSchemaBench via the Hugging Face cache), or a directory in the JSONSchemaBench layout")
     p.add_argument("--subset", help="subset name(s), comma-separated (JSONSchemaBench: Github_easy, ...)")

@@ -23,6 +23,7 @@ def default_data_dir() -> Path:
 
 @dataclass
 class RunConfig:
+    protocol: str = "cdbench"         # cdbench | jsonschemabench (prompt, validator and limits: harness/protocols)
     dataset: str = "builtin"          # builtin, cfg, jsonschemabench, hub, or a directory
     subset: list[str] = field(default_factory=list)
     limit: int | None = None
@@ -93,6 +94,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> RunConfig:
     values = {**file_values, **{k: _coerce(k, v, "command line") for k, v in flag_values.items() if v is not None}}
+    from .protocols import get_protocol
+
+    # A protocol's limits (JSONSchemaBench: compile 10 s, max_tokens 2048) apply unless set explicitly.
+    for key, value in get_protocol(values.get("protocol", "cdbench")).settings.items():
+        values.setdefault(key, value)
     cfg = RunConfig(**values)
     if cfg.max_tokens < 1:
         raise ConfigError(f"max_tokens must be >= 1, got {cfg.max_tokens}")

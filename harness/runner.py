@@ -22,6 +22,7 @@ from .environment import environment
 from .errors import ConfigError
 from .isolation import run_forked
 from .lm.base import LanguageModel
+from .protocols import Protocol, get_protocol
 from .reporting.summary import summarize, write_summary
 from .reporting.writer import RowWriter, toml_dumps, write_json
 from .samplers import SAMPLERS
@@ -123,9 +124,10 @@ def percentiles_us(times_s: list[float]) -> dict[str, float | None]:
     }
 
 
-def score_row(task: Task, text: str) -> dict[str, Any]:
+def score_row(task: Task, text: str, protocol: Protocol | None = None) -> dict[str, Any]:
     if task.kind == "json_schema":
-        v = judge(task.schema, text)
+        protocol = protocol or get_protocol("cdbench")
+        v = judge(task.schema, text, protocol.force_draft, protocol.strict_formats)
         return {"parses": v.parses, "schema_valid": v.schema_valid, "valid": v.valid,
                 "validator": v.draft, "validation_error": v.error}
     from .scoring.lark_check import lark_accepts
@@ -142,6 +144,7 @@ def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg:
         "engine_settings": json.dumps(engine.settings(), sort_keys=True),
         "sampler": sampler.name, "sampler_settings": json.dumps(sampler.settings(), sort_keys=True),
         "seed": seed, "max_tokens": cfg.max_tokens, "prompt_tokens": prompt_tokens,
+        "protocol": cfg.protocol, "prompt_shots": get_protocol(cfg.protocol).shots_for(task),
         "compile_status": comp.status, "compile_s": comp.seconds, "compile_load_s": comp.load_s,
         "compile_error": comp.message,
         "dc": int(comp.status == "ok"),
@@ -150,7 +153,8 @@ def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg:
         row.update({"output_text": None, "output_tokens": 0, "finish_reason": "not_run", "error": comp.message,
                     "parses": False, "schema_valid": None, "valid": False, "validator": None,
                     "validation_error": "", "ec": 0, "ttft_s": None, "tpot_ms": None, "tgt_s": comp.seconds,
-                    "lm_s": 0.0, "engine_s": 0.0, "mask_s": 0.0, "advance_s": 0.0, "check_s": 0.0, "sampler_s": 0.0,
+                    "lm_s": 0.0, "engine_s": 0.0, "mask_s": 0.0, "advance_s": 0.0, "check_s": 0.0, "fork_s": 0.0,
+                    "sampler_s": 0.0,
                     "forward_passes": 0, "constraint_evals": 0, "step_evals": [], "step_evals_max": None,
                     "mask_times_us": []})
         row.update(percentiles_us([]))
@@ -158,7 +162,9 @@ def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg:
     text = lm.tokenizer.decode(gen.tokens).decode("utf-8", errors="replace")
     row.update({"output_text": text, "output_tokens": len(gen.tokens), "finish_reason": gen.finish_reason,
                 "error": gen.error})
-    row.update(score_row(task, text))
+    row.update(score_row(task, text, get_protocol(cfg.protocol)))
+    if gen.extra.get("no_output"):  # every particle died: nothing was produced, whatever the empty string scores
+        row.update(parses=False, valid=False, validation_error="no output: every particle died")
     row["ec"] = int(bool(row["valid"]))
     n_out = len(gen.tokens)
     first = gen.first_token_s
@@ -166,7 +172,7 @@ def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg:
     row["tpot_ms"] = ((gen.total_s - first) / (n_out - 1) * 1000.0) if first is not None and n_out > 1 else None
     row["tgt_s"] = (comp.seconds or 0.0) + gen.total_s
     row.update({"lm_s": gen.lm_s, "engine_s": gen.engine_s, "mask_s": gen.mask_s, "advance_s": gen.advance_s,
-                "check_s": gen.check_s, "sampler_s": gen.sampler_s, "gen_s": gen.total_s, "forward_passes": gen.forward_passes,
+                "check_s": gen.check_s, "fork_s": gen.fork_s, "sampler_s": gen.sampler_s, "gen_s": gen.total_s, "forward_passes": gen.forward_passes,
                 "constraint_evals": gen.constraint_evals, "step_evals": list(gen.step_evals),
                 "step_evals_max": max(gen.step_evals) if gen.step_evals else None,
                 "mask_times_us": [round(t * 1e6, 2) for t in gen.mask_times]})
@@ -200,6 +206,7 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
                        data_dir=cfg.data_dir, split=cfg.split, hub_cache=cfg.hub_cache, offline=cfg.offline)
     if not tasks:
         raise ConfigError(f"dataset '{cfg.dataset}' gave no tasks")
+    protocol = get_protocol(cfg.protocol)
     engine_names = resolve_engines(cfg.engines)
     for name in cfg.samplers:
         SAMPLERS.get(name)
@@ -235,8 +242,13 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
     model_info = lm.info()
     try:
         for task in tasks:
-            prompt_ids = lm.encode_chat(task.prompt)
-            too_long = len(prompt_ids) + cfg.max_tokens > getattr(lm, "n_ctx", 1 << 30)
+            prompt_ids = lm.encode_chat(protocol.messages(task))
+            n_ctx = getattr(lm, "n_ctx", 1 << 30)
+            too_long = len(prompt_ids) + cfg.max_tokens > n_ctx
+            # A harness limit, not an engine's outcome: every engine's case is recorded as skipped
+            # (nothing compiled or generated, dc and ec empty) and the summary leaves it out.
+            skip_reason = (f"skipped: prompt of {len(prompt_ids)} tokens + max_tokens {cfg.max_tokens} "
+                           f"exceeds n_ctx {n_ctx}") if too_long else ""
             prefill_s = None
             if not too_long:
                 # The prompt is evaluated once per task, before any case's clock starts, so
@@ -245,23 +257,23 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
                 lm.logits(prompt_ids)
                 prefill_s = time.perf_counter() - t0
             for engine in engines:
-                comp = compile_task(engine, task, cfg.compile_timeout_s, cfg.compile_guard)
+                comp = (CompileOutcome("skipped", None, skip_reason) if too_long
+                        else compile_task(engine, task, cfg.compile_timeout_s, cfg.compile_guard))
                 # Stateful samplers (ASAp's trie) start afresh for every task and engine.
                 for sampler in [make_sampler(s.name, cfg) if getattr(s, "stateful", False) else s for s in samplers]:
                     for seed in cfg.seeds:
                         gen = None
                         if comp.status == "ok":
-                            if too_long:
-                                gen = Generation(finish_reason="error",
-                                                 error=f"prompt of {len(prompt_ids)} tokens + max_tokens exceeds n_ctx")
-                            else:
-                                deadline = time.perf_counter() + cfg.generation_timeout_s
-                                try:
-                                    matcher = engine.new_matcher(comp.compiled)
-                                    gen = sampler.generate(lm, matcher, prompt_ids, cfg.max_tokens, seed, deadline)
-                                except Exception as exc:
-                                    gen = Generation(finish_reason="error", error=f"{type(exc).__name__}: {exc}")
+                            deadline = time.perf_counter() + cfg.generation_timeout_s
+                            try:
+                                matcher = engine.new_matcher(comp.compiled)
+                                gen = sampler.generate(lm, matcher, prompt_ids, cfg.max_tokens, seed, deadline)
+                            except Exception as exc:
+                                gen = Generation(finish_reason="error", error=f"{type(exc).__name__}: {exc}")
                         row = case_row(task, engine, sampler, seed, cfg, comp, gen, len(prompt_ids), lm)
+                        if too_long:
+                            row.update({"finish_reason": "skipped", "dc": None, "ec": None,
+                                        "parses": None, "valid": None})
                         row["run_id"] = run_id
                         row["prefill_s"] = prefill_s
                         row["model_sha256"] = model_info.get("model_sha256")

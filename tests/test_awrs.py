@@ -10,7 +10,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from harness.samplers.awrs import PAPER, Estimator, exact_weights, paper_step, recursive_step
+from harness.lm.base import softmax_pair
+from harness.samplers.awrs import (PAPER, Estimator, exact_weights, paper_step, paper_walk, recursive_step,
+                                    recursive_walk, step_tables)
 
 # Each known wrong variant with the numbers ALGORITHMS.md 7.2 gives for it on these 250 cases:
 # failing cases and the worst per-token error.
@@ -67,36 +69,97 @@ def test_sampled_token_follows_lcd_and_two_token_hand_check():
     assert abs(ew[0] - 0.3) < 1e-12
 
 
-def recursive_exact(p, c):
-    """Enumerate RAWRS: one pass in without-replacement order, plus the one extra check."""
+class _Branch(Exception):
+    """A scripted visiting order ran out of script: args[0] are the tokens it could draw next."""
+
+
+def enumerate_walk(walk, p):
+    """Every outcome of one harness step `walk(visit)` with its exact probability (a Fraction).
+
+    The step is run again and again on scripted visiting orders: a depth-first search over its
+    draws, each token drawn with its probability renormalised over the tokens neither removed
+    nor drawn yet (sampling without replacement, ALGORITHMS.md 3.2). Only draws the step actually
+    makes are branched on, so the harness's own code decides when to stop, what to count and
+    which weight to return."""
     n = len(p)
-    ew = [0.0] * n
+    outcomes, scripts = [], [()]
+    while scripts:
+        script = scripts.pop()
+        state = {"pos": 0, "prob": Fraction(1)}
 
-    def walk(visited, prob, log_w):
-        left = [t for t in range(n) if t not in visited]
-        total = sum(p[t] for t in left)
-        for t in left:
-            q = p[t] / total
-            pr = prob * q
-            if c[t]:
-                rest = [u for u in left if u != t]
-                rest_total = sum(p[u] for u in rest)
-                if not rest:
-                    ew[t] += float(pr) * math.exp(log_w) * float(q)
-                for u in rest:  # the next token in the same order
-                    pu = pr * p[u] / rest_total
-                    ew[t] += float(pu) * math.exp(log_w) * (1.0 if c[u] else float(q))
-            else:
-                walk(visited | {t}, pr, log_w + math.log1p(-float(q)) if q < 1 else -math.inf)
+        def visit(removed, script=script, state=state):
+            seen = set(removed)
+            while len(seen) < n:
+                left = [t for t in range(n) if t not in seen]
+                if state["pos"] == len(script):
+                    raise _Branch(left)
+                t = script[state["pos"]]
+                state["pos"] += 1
+                state["prob"] *= p[t] / sum(p[u] for u in left)
+                seen.add(t)
+                yield t
 
-    walk(frozenset(), Fraction(1), 0.0)
-    return ew
+        try:
+            result = walk(visit)
+        except _Branch as branch:
+            scripts.extend(script + (t,) for t in branch.args[0])
+            continue
+        outcomes.append((state["prob"], result))
+    return outcomes
 
 
-def test_recursive_variant_is_properly_weighted():
-    for p, c in cases():
-        ew = recursive_exact(p, c)
-        assert max(abs(ew[t] - float(p[t]) * c[t]) for t in range(len(p))) < 1e-12
+def harness_errors(walk, n_cases=250):
+    """Worst per-token |E[w 1{x=t}] - p(t) c(t)| of the harness step `walk(tables, check, visit)`
+    in each case of ALGORITHMS.md 7.1, by exact enumeration (rational probabilities, float64 weights)."""
+    errors = []
+    for p, c in cases(n_cases):
+        pf = np.array([float(x) for x in p])
+        tables = step_tables(np.log(pf), pf)
+        outcomes = enumerate_walk(lambda visit: walk(tables, lambda t: c[t], visit), p)
+        assert sum(prob for prob, _ in outcomes) == 1
+        ew = [0.0] * len(p)
+        for prob, res in outcomes:
+            if res.log_weight > -math.inf:
+                ew[res.token] += float(prob) * math.exp(res.log_weight)
+        errors.append(max(abs(ew[t] - float(p[t]) * c[t]) for t in range(len(p))))
+    return errors
+
+
+def test_harness_recursive_step_is_properly_weighted():
+    """The harness's own RAWRS step (recursive_walk, which recursive_step runs on Gumbel orders),
+    enumerated exactly over every visiting order: exact in 250/250 cases (ALGORITHMS.md 7.2)."""
+    errors = harness_errors(recursive_walk)
+    assert len(errors) == 250 and max(errors) < 1e-12
+
+
+def test_harness_paper_step_is_properly_weighted():
+    """The same for the harness's paper step (paper_walk): its 1 - R comes from KeptMass."""
+    errors = harness_errors(paper_walk, 120)
+    assert max(errors) < 1e-12
+
+
+# Wrong RAWRS variants, injected into the harness's step: (what to patch, replacement, failing
+# cases of 250, worst per-token error), numbers from this enumeration.
+WRONG_RECURSIVE = {
+    "no extra check (factor q always)": ("log_accept_factor", lambda q, nxt: math.log(q), 185, 0.25),
+    "extra check ignored (factor 1 always)": ("log_accept_factor", lambda q, nxt: 0.0, 218, 0.454),
+    "extra-check factors swapped": ("log_accept_factor", lambda q, nxt: math.log(q) if nxt else 0.0, 250, 0.454),
+    "rejections not renormalised": ("KeptMass.remove", lambda self, t: self.removed.append(t), 153, 0.26),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(WRONG_RECURSIVE))
+def test_wrong_recursive_variants_fail_the_enumeration(variant, monkeypatch):
+    import harness.samplers.awrs as awrs
+
+    target, wrong, expected_failing, expected_worst = WRONG_RECURSIVE[variant]
+    if target.startswith("KeptMass."):
+        monkeypatch.setattr(awrs.KeptMass, target.split(".")[1], wrong)
+    else:
+        monkeypatch.setattr(awrs, target, wrong)
+    errors = harness_errors(recursive_walk)
+    assert sum(e > 1e-9 for e in errors) == expected_failing
+    assert round(max(errors), 3) == expected_worst
 
 
 @pytest.mark.parametrize("kind", ["paper", "recursive"])
@@ -193,3 +256,22 @@ def test_block_draws_follow_p_across_blocks():
     assert set(values.tolist()) <= set(hot) | set(range(vocab))
     for t in hot:
         assert abs(counts[values.tolist().index(t)] / n - p[t]) < 0.01, t
+
+
+@pytest.mark.parametrize("mass", [1e-9, 1e-18])
+@pytest.mark.parametrize("kind", ["paper", "recursive"])
+def test_tiny_allowed_mass_keeps_a_finite_weight(kind, mass):
+    """Issue 11 / ALGORITHMS.md 3.3 detail 6: on a full-size vocabulary one token holds all but
+    `mass` (in float32 it is exactly 1.0) and the only allowed token holds `mass`. 1 - R taken as
+    one minus the rejected float32 mass was 0: weight -inf. Typical weight here: mass (recursive),
+    mass / 2 (paper: one rejection)."""
+    vocab, big, ok = 262144, 7, 200000
+    x = np.full(vocab, -np.inf, dtype=np.float32)
+    x[big], x[ok] = 0.0, math.log(mass)
+    logp, p = softmax_pair(x)
+    assert p[big] == 1.0  # the rounding that hides the allowed mass
+    step = paper_step if kind == "paper" else recursive_step
+    for seed in range(5):
+        res = step(logp, lambda t: t == ok, np.random.default_rng(seed), p=p)
+        assert res.token == ok and math.isfinite(res.log_weight), (seed, res)
+        assert abs(res.log_weight - math.log(mass)) < 1.0, (seed, res)

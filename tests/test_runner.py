@@ -89,8 +89,9 @@ def test_rows_written_as_cases_finish(tmp_path, flaky_registered):
     good = by["Mini/color", "llguidance", 0]
     assert good["compile_status"] == "ok" and good["forward_passes"] >= 1
     assert good["lm_s"] > 0 and good["engine_s"] > 0 and good["mask_p50_us"] > 0
-    if good["finish_reason"] == "eos":
-        assert good["valid"] == 1 and json.loads(good["output_text"])["c"] in ("red", "blue")
+    # greedy decoding over the byte LM completes {"c": "red" or "blue"} well within 24 tokens
+    assert good["finish_reason"] == "eos", good
+    assert good["valid"] is True and good["ec"] == 1 and json.loads(good["output_text"])["c"] in ("red", "blue")
     # final tables and the resolved config
     df = pd.read_parquet(run_dir / "results.parquet")
     assert len(df) == 16 and len(pd.read_csv(run_dir / "results.csv")) == 16
@@ -99,6 +100,46 @@ def test_rows_written_as_cases_finish(tmp_path, flaky_registered):
     assert resolved["seeds"] == [0, 1] and resolved["max_tokens"] == 24 and resolved["run_id"] == "t1"
     env = json.loads((run_dir / "environment.json").read_text())
     assert env["packages"]["llguidance"] and env["engines"]["llguidance"]["settings"]["whitespace"] == "compact"
+
+
+class ContextLM(TabularLM):
+    """The byte LM with a context size and a prompt whose length depends on the task: the
+    "color" task's prompt is long, every other prompt short."""
+
+    def __init__(self, n_ctx: int, long_prompt: int) -> None:
+        super().__init__(VOCAB, eos_id=len(VOCAB) - 1, seed_key="runner-test", name="bytes")
+        self.n_ctx = n_ctx
+        self.long_prompt = long_prompt
+
+    def encode_chat(self, messages):
+        long = any('"red"' in m["content"] for m in messages)
+        self.prompt = [0] * (self.long_prompt if long else 2)
+        return list(self.prompt)
+
+
+def test_prompt_over_context_is_skipped_for_every_engine(tmp_path):
+    """prompt + max_tokens > n_ctx is a harness limit: the case is recorded as skipped (not compiled,
+    not generated, dc and ec empty), for every engine, and left out of every engine's metrics."""
+    cfg = RunConfig(dataset=str(write_dataset(tmp_path)), engines=["llguidance", "xgrammar"], seeds=[0, 1],
+                    max_tokens=16, reports_dir=str(tmp_path / "reports"), run_id="ctx", progress=False,
+                    compile_guard=False)
+    run_dir = run(cfg, lm=ContextLM(n_ctx=40, long_prompt=30))  # 30 + 16 > 40 >= 2 + 16
+    rows = read_rows(run_dir)
+    skipped = [r for r in rows if r["task_id"] == "Mini/color"]
+    assert len(rows) == 16 and len(skipped) == 4
+    for r in skipped:
+        assert r["compile_status"] == "skipped" and r["finish_reason"] == "skipped", r
+        assert "30 tokens + max_tokens 16 exceeds n_ctx 40" in r["compile_error"]
+        assert r["dc"] is None and r["ec"] is None and r["compile_s"] is None and r["forward_passes"] == 0
+    scored = [r for r in rows if r["task_id"] != "Mini/color"]
+    assert all(r["compile_status"] != "skipped" and r["dc"] in (0, 1) for r in scored)
+    summary = pd.read_csv(run_dir / "summary.csv").set_index("engine")
+    for engine in ("llguidance", "xgrammar"):
+        mine = [r for r in scored if r["engine"] == engine]
+        assert summary.loc[engine, "skipped"] == 2 and summary.loc[engine, "cases"] == 6
+        assert summary.loc[engine, "declared_coverage"] == pytest.approx(sum(r["dc"] for r in mine) / 6)
+        assert summary.loc[engine, "empirical_coverage"] == pytest.approx(sum(r["ec"] for r in mine) / 6)
+    assert "| llguidance | masking | 6 | 2 |" in (run_dir / "summary.md").read_text()
 
 
 def test_killed_run_keeps_finished_rows(tmp_path):

@@ -1,8 +1,14 @@
 """Per-engine summary, with the metrics defined as in ANCHORS.md (JSONSchemaBench).
 
 declared coverage = mean(dc) over all cases; empirical coverage = mean(ec) over all cases
-(failed compiles count as 0); compliance = mean(ec) over cases with dc = 1. Each is the
-median of 100 bootstrap resample means (seeded, unlike JSB) with their std.
+(failed compiles count as 0); compliance = mean(ec) over cases with dc = 1. A case is one
+(task, seed) row. Each metric is reported as that mean, with the median and the standard
+error of a seeded bootstrap that resamples tasks, not cases (a cluster bootstrap: draw task
+ids with replacement and take all their rows). The seeds of one task are not independent
+(compile status is identical across seeds, greedy outputs repeat), so resampling cases
+would understate the spread by up to sqrt(seeds).
+Cases skipped by a harness limit (prompt + max_tokens over the LM's context) are counted
+apart and left out of every metric: they say nothing about any engine.
 Timing percentiles are over cases where they are defined; mask percentiles pool every token.
 """
 from __future__ import annotations
@@ -12,18 +18,39 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .writer import read_rows
 
 STATUSES = ["ok", "unsupported", "error", "timeout"]
-FINISHES = ["eos", "max_tokens", "dead_end", "timeout", "error", "not_run"]
+FINISHES = ["eos", "max_tokens", "forced_stop", "dead_end", "timeout", "error", "not_run"]
+SKIPPED = "skipped"
+METRICS = ["declared_coverage", "empirical_coverage", "compliance"]
+N_RESAMPLES = 1000
 
 
-def bootstrap(values: np.ndarray, rng: np.random.Generator, n: int = 100) -> tuple[float | None, float | None]:
+def _ratio_of_sums(sums: np.ndarray, counts: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.sum(sums, axis=axis) / np.sum(counts, axis=axis)
+
+
+def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, rng: np.random.Generator,
+                      n_resamples: int = N_RESAMPLES) -> tuple[float | None, float | None]:
+    """(median, standard error) of the mean of `values` over resamples of whole clusters.
+
+    Each resample draws as many clusters as there are, with replacement, and takes the mean of
+    all their rows (the sum of their sums over the sum of their row counts). With fewer than two
+    clusters there is no spread to estimate: (the mean, None)."""
+    values = np.asarray(values, dtype=float)
     if values.size == 0:
         return None, None
-    means = rng.choice(values, size=(n, values.size), replace=True).mean(axis=1)
-    return float(np.median(means)), float(np.std(means))
+    codes, uniques = pd.factorize(pd.Series(clusters))
+    if len(uniques) < 2:
+        return float(values.mean()), None
+    sums = np.bincount(codes, weights=values)
+    counts = np.bincount(codes).astype(float)
+    res = stats.bootstrap((sums, counts), _ratio_of_sums, paired=True, vectorized=True, n_resamples=n_resamples,
+                          batch=100, method="percentile", rng=rng)
+    return float(np.median(res.bootstrap_distribution)), float(res.standard_error)
 
 
 def _pct(values: pd.Series | np.ndarray, q: float) -> float | None:
@@ -31,33 +58,61 @@ def _pct(values: pd.Series | np.ndarray, q: float) -> float | None:
     return float(np.percentile(a, q)) if a.size else None
 
 
-def summarize_frame(df: pd.DataFrame, bootstrap_seed: int = 0) -> pd.DataFrame:
+def is_skipped(df: pd.DataFrame) -> pd.Series:
+    """Rows the harness did not run (a harness limit, not an engine's outcome)."""
+    skipped = pd.Series(False, index=df.index)
+    for col in ("compile_status", "finish_reason"):
+        if col in df:
+            skipped |= df[col] == SKIPPED
+    return skipped
+
+
+def coverage_metrics(g: pd.DataFrame, rng: np.random.Generator, n_resamples: int = N_RESAMPLES) -> dict[str, Any]:
+    """The three JSB metrics over the scored rows of one engine and sampler: the mean over cases,
+    and the median and standard error of the task-level (cluster) bootstrap."""
+    dc = g["dc"].to_numpy(dtype=float)
+    ec = g["ec"].to_numpy(dtype=float)
+    tasks = g["task_id"].to_numpy()
+    compiled = dc == 1
+    samples = {"declared_coverage": (dc, tasks), "empirical_coverage": (ec, tasks),
+               "compliance": (ec[compiled], tasks[compiled])}
+    out: dict[str, Any] = {}
+    for name in METRICS:
+        vals, clusters = samples[name]
+        median, se = cluster_bootstrap(vals, clusters, rng, n_resamples)
+        out[name] = float(vals.mean()) if vals.size else None
+        out[f"{name}_std"] = se
+        out[f"{name}_median"] = median
+    return out
+
+
+def _timings(ok: pd.DataFrame) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "gct_p50_s": _pct(ok["compile_s"], 50), "ttft_p50_s": _pct(ok["ttft_s"], 50),
+        "tpot_p50_ms": _pct(ok["tpot_ms"], 50), "tpot_p99_ms": _pct(ok["tpot_ms"], 99),
+    }
+    masks = [t for ts in ok["mask_times_us"] for t in (ts or [])]
+    row["mask_p50_us"] = _pct(np.asarray(masks), 50)
+    row["mask_p99_us"] = _pct(np.asarray(masks), 99)
+    toks = ok["output_tokens"].sum()
+    row["lm_ms_per_token"] = 1000 * ok["lm_s"].sum() / toks if toks else None
+    row["engine_ms_per_token"] = 1000 * ok["engine_s"].sum() / toks if toks else None
+    return row
+
+
+def summarize_frame(df: pd.DataFrame, bootstrap_seed: int = 0, n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
     out = []
+    skipped = is_skipped(df)
     for (engine, sampler), g in df.groupby(["engine", "sampler"], sort=False):
-        rng = np.random.default_rng(bootstrap_seed)
-        dc = g["dc"].to_numpy(dtype=float)
-        ec = g["ec"].to_numpy(dtype=float)
-        comp = g.loc[g["dc"] == 1, "ec"].to_numpy(dtype=float)
-        row: dict[str, Any] = {"engine": engine, "sampler": sampler, "cases": len(g)}
-        for name, vals in (("declared_coverage", dc), ("empirical_coverage", ec), ("compliance", comp)):
-            med, std = bootstrap(vals, rng)
-            row[name] = med
-            row[f"{name}_std"] = std
-        ok = g[g["compile_status"] == "ok"]
-        row["gct_p50_s"] = _pct(ok["compile_s"], 50)
-        row["ttft_p50_s"] = _pct(ok["ttft_s"], 50)
-        row["tpot_p50_ms"] = _pct(ok["tpot_ms"], 50)
-        row["tpot_p99_ms"] = _pct(ok["tpot_ms"], 99)
-        masks = [t for ts in ok["mask_times_us"] for t in (ts or [])]
-        row["mask_p50_us"] = _pct(np.asarray(masks), 50)
-        row["mask_p99_us"] = _pct(np.asarray(masks), 99)
-        toks = ok["output_tokens"].sum()
-        row["lm_ms_per_token"] = 1000 * ok["lm_s"].sum() / toks if toks else None
-        row["engine_ms_per_token"] = 1000 * ok["engine_s"].sum() / toks if toks else None
+        scored = g[~skipped.loc[g.index]]
+        row: dict[str, Any] = {"engine": engine, "sampler": sampler, "cases": len(scored),
+                               "skipped": int(len(g) - len(scored))}
+        row.update(coverage_metrics(scored, np.random.default_rng(bootstrap_seed), n_resamples))
+        row.update(_timings(scored[scored["compile_status"] == "ok"]))
         for s in STATUSES:
-            row[f"compile_{s}"] = int((g["compile_status"] == s).sum())
+            row[f"compile_{s}"] = int((scored["compile_status"] == s).sum())
         for f in FINISHES:
-            row[f"finish_{f}"] = int((g["finish_reason"] == f).sum())
+            row[f"finish_{f}"] = int((scored["finish_reason"] == f).sum())
         out.append(row)
     return pd.DataFrame(out)
 
@@ -84,24 +139,34 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _cell(r: pd.Series, col: str, digits: int) -> str:
+    """One table cell; a coverage metric with its task-level bootstrap standard error."""
+    if not digits:
+        return _fmt(r[col])
+    text = _fmt(r[col], digits)
+    se = r.get(f"{col}_std") if col in METRICS else None
+    return text if se is None or (isinstance(se, float) and np.isnan(se)) else f"{text} ± {_fmt(se, digits)}"
+
+
 def summary_table(s: pd.DataFrame) -> str:
-    """A Markdown table of the headline numbers, one row per engine and sampler."""
+    """A Markdown table of the headline numbers, one row per engine and sampler (coverage metrics
+    as mean ± the standard error of the task-level bootstrap)."""
     if s.empty:
         return "(no rows)\n"
     cols = [
-        ("engine", "engine", 0), ("sampler", "sampler", 0), ("cases", "n", 0),
+        ("engine", "engine", 0), ("sampler", "sampler", 0), ("cases", "n", 0), ("skipped", "skipped", 0),
         ("declared_coverage", "decl. cov", 3), ("empirical_coverage", "emp. cov", 3), ("compliance", "compliance", 3),
         ("gct_p50_s", "GCT p50 s", 4), ("tpot_p50_ms", "TPOT p50 ms", 1), ("tpot_p99_ms", "TPOT p99 ms", 1),
         ("mask_p50_us", "mask p50 µs", 1), ("mask_p99_us", "mask p99 µs", 1),
         ("lm_ms_per_token", "LM ms/tok", 2), ("engine_ms_per_token", "engine ms/tok", 2),
     ]
-    head = "| " + " | ".join(c[1] for c in cols) + " | status ok/unsup/err/timeout | finish eos/max/dead/timeout/err |"
+    head = "| " + " | ".join(c[1] for c in cols) + " | status ok/unsup/err/timeout | finish eos/max/forced/dead/timeout/err |"
     sep = "|" + "---|" * (len(cols) + 2)
     lines = [head, sep]
     for _, r in s.iterrows():
-        cells = [_fmt(r[c], d) if d else _fmt(r[c]) for c, _, d in cols]
+        cells = [_cell(r, c, d) for c, _, d in cols]
         status = "/".join(str(r[f"compile_{x}"]) for x in STATUSES)
-        finish = "/".join(str(r[f"finish_{x}"]) for x in ["eos", "max_tokens", "dead_end", "timeout", "error"])
+        finish = "/".join(str(r[f"finish_{x}"]) for x in ["eos", "max_tokens", "forced_stop", "dead_end", "timeout", "error"])
         lines.append("| " + " | ".join(cells) + f" | {status} | {finish} |")
     return "\n".join(lines) + "\n"
 
@@ -112,9 +177,12 @@ def write_summary(run_dir: Path, s: pd.DataFrame, env: dict[str, Any]) -> str:
         f"# cdbench run {run_dir.name}\n",
         f"Model: {model.get('model')} (sha256 {str(model.get('model_sha256'))[:16]}…), "
         f"LM threads {model.get('lm_threads')}; CPU: {env.get('cpu_model')}\n",
-        "Coverage and compliance: bootstrap median of 100 seeded resamples (std in results). "
-        "Declared coverage = compile ok; empirical coverage = valid output over all cases; "
-        "compliance = valid output over compiled cases. Mask percentiles pool every token.\n",
+        "Coverage and compliance: the mean over cases (task x seed); in summary.csv also the median "
+        f"and standard error (`_std`) of {N_RESAMPLES} seeded bootstrap resamples of tasks (all seeds of a "
+        "task drawn together). Declared coverage = compile ok; empirical coverage = valid output over all "
+        "cases; compliance = valid output over compiled cases. Skipped cases (prompt + max_tokens over "
+        "the LM's context: a harness limit) are counted in `skipped` and left out of every metric. "
+        "Mask percentiles pool every token.\n",
         summary_table(s),
         "\nEngines: " + "; ".join(f"{k} {v['version']} {v['settings']}" for k, v in env.get("engines", {}).items()) + "\n",
     ]

@@ -1,7 +1,10 @@
 """Results on disk: one JSON line per finished case, flushed and fsynced at once.
 
 A run that dies loses at most the case in flight; `finalize` turns the lines into
-results.parquet, results.csv and summary.md.
+results.parquet, results.csv and summary.md. Each line is written with its newline in one
+write, so a kill can only leave a last line without its newline (a torn tail): the reader
+drops it, and a writer reopening the file (a resumed run) cuts it off before appending.
+Any other line that does not parse is damage, and reading stops with its file and line.
 """
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from ..errors import ConfigError
 
 ROWS_FILE = "rows.jsonl"
 
@@ -18,6 +23,7 @@ class RowWriter:
         self.run_dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / ROWS_FILE
+        drop_torn_tail(self.path)
         self._fh = self.path.open("a", encoding="utf-8")
         self.count = 0
 
@@ -31,19 +37,69 @@ class RowWriter:
         self._fh.close()
 
 
+def _parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    """(row, "") if the line is a JSON object, else (None, what is wrong with it)."""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 at byte {exc.start}"
+    except json.JSONDecodeError as exc:
+        return None, f"{exc.msg} at column {exc.colno}"
+    if not isinstance(row, dict):
+        return None, f"a JSON {type(row).__name__}, not an object"
+    return row, ""
+
+
+def _last_newline(fh: Any, size: int) -> int:
+    """Offset just past the file's last newline (0 if it has none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        fh.seek(start)
+        cut = fh.read(end - start).rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        end = start
+    return 0
+
+
+def drop_torn_tail(path: Path) -> None:
+    """Before appending to an existing journal: a last line without its newline is cut off if it
+    does not parse (a row torn by a killed run), or given its newline if it does, so that a new
+    row is never glued onto it (which would make a corrupt line in the middle)."""
+    if not path.exists():
+        return
+    with path.open("rb+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        tail_start = _last_newline(fh, size)
+        if tail_start == size:
+            return
+        fh.seek(tail_start)
+        tail = fh.read()
+        if tail.strip() and _parse_line(tail)[0] is not None:
+            fh.write(b"\n")
+        else:
+            fh.truncate(tail_start)
+
+
 def read_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """Every row of a run's journal. A last line without its newline that does not parse is a
+    row torn by a killed run and is dropped; any other line that is not a JSON object raises
+    ConfigError naming the file and the line number."""
     path = run_dir / ROWS_FILE
     if not path.exists():
         return []
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if line:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a killed run
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            row, problem = _parse_line(raw)
+            if row is None:
+                if not raw.endswith(b"\n"):
+                    break  # only the last line can lack its newline: the torn tail of a killed run
+                raise ConfigError(f"{path}:{lineno}: corrupt journal line: {problem}")
+            rows.append(row)
     return rows
 
 

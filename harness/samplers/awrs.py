@@ -29,17 +29,18 @@ class Estimator:
     count_pass1_rejections: bool = True
     proper: bool = True  # False: pass 1 only and weight 1, i.e. exact LCD sampling (ALGORITHMS.md 3.3, 8)
 
-    def log_weight(self, pass1_rejected_mass: float, n1: int, n2: int) -> float:
-        """log((1 - R) / (n + 1)) for normalised proposal probabilities (Zp applied by the caller)."""
+    def log_weight(self, log_kept: float, n1: int, n2: int) -> float:
+        """log((1 - R) / (n + 1)), given log_kept = log(1 - R), the log of the proposal mass left
+        after pass 1's rejections (Zp applied by the caller). The caller computes 1 - R from the
+        kept tokens themselves (KeptMass), never as 1 minus a sum of rounded probabilities."""
         if not self.proper:
             return 0.0
-        one_minus_r = 1.0 - pass1_rejected_mass
-        if one_minus_r <= 0.0:
+        if log_kept == -math.inf:
             return -math.inf
         if not self.second_pass:
-            return math.log(one_minus_r)
+            return log_kept
         n = (n1 if self.count_pass1_rejections else 0) + n2
-        return math.log(one_minus_r) - math.log(n + 1)
+        return log_kept - math.log(n + 1)
 
 
 PAPER = Estimator("paper")
@@ -125,37 +126,89 @@ class StepResult:
     evaluations: int    # constraint checks made (both passes; repeats of x counted)
 
 
+class KeptMass:
+    """The proposal mass of the tokens not yet removed, accurate however small it gets.
+
+    A running `total - removed` loses the kept mass to rounding once it falls below the rounding
+    of what was removed: in float32 a token holding all but 1e-9 of the mass is exactly 1.0, and
+    `1 - R` came out 0, a spurious -inf weight (ALGORITHMS.md 3.3 detail 6). Here the running
+    value is float64, and whenever it has fallen below REFRESH of its last exact value it is
+    re-summed over the kept tokens themselves (one vectorised pass). Each re-sum divides the
+    kept mass by at least 1/REFRESH, so a step makes only a handful, and only near R = 1."""
+
+    REFRESH = 1e-6
+
+    def __init__(self, p: np.ndarray, total: float) -> None:
+        self.p = p
+        self.total = float(total)
+        self.left = self.exact = self.total
+        self.removed: list[int] = []
+
+    def remove(self, t: int) -> None:
+        self.removed.append(t)
+        pt = float(self.p[t])
+        if pt == 0.0:
+            return
+        self.left -= pt
+        if self.left < self.REFRESH * self.exact:
+            keep = np.ones(len(self.p), dtype=bool)
+            keep[self.removed] = False
+            self.left = self.exact = float(np.sum(self.p, where=keep, dtype=np.float64))
+
+    def share(self, t: int) -> float:
+        """t's probability renormalised over the kept tokens (t among them)."""
+        return min(1.0, float(self.p[t]) / self.left) if self.left > 0.0 else 1.0
+
+    def log_fraction(self) -> float:
+        """log of the kept share of the step's total: log(1 - R) for normalised probabilities."""
+        return math.log(self.left / self.total) if self.left > 0.0 else -math.inf
+
+
+Visit = Callable[[frozenset[int]], Iterator[int]]  # removed tokens -> tokens in without-replacement order
+
+
+def visitor(logp: np.ndarray, rng: np.random.Generator, tables: tuple[np.ndarray, np.ndarray]) -> Visit:
+    return lambda removed: without_replacement(logp, rng, removed, tables=tables)
+
+
 def paper_step(logp: np.ndarray, check: Callable[[int], bool], rng: np.random.Generator,
                estimator: Estimator = PAPER, log_zp: float = 0.0, p: np.ndarray | None = None) -> StepResult:
     """Two-pass AWRS over normalised log-probabilities `logp` (log_zp = log of the kept LM mass;
     p = exp(logp) when the caller has it)."""
     tables = step_tables(logp, p)
-    p = tables[0]
+    return paper_walk(tables, check, visitor(logp, rng, tables), estimator, log_zp)
+
+
+def paper_walk(tables: tuple[np.ndarray, np.ndarray], check: Callable[[int], bool], visit: Visit,
+               estimator: Estimator = PAPER, log_zp: float = 0.0) -> StepResult:
+    """The paper's two passes over the orders `visit` gives: all of the step but the randomness,
+    so tests can run it on every visiting order and enumerate its expectation exactly."""
+    kept = KeptMass(tables[0], float(tables[1][-1]))
     evals = 0
-    rejected: list[int] = []
-    r_mass = 0.0
     x = -1
-    for t in without_replacement(logp, rng, tables=tables):
+    for t in visit(frozenset()):
         evals += 1
         if check(t):
             x = t
             break
-        rejected.append(t)
-        r_mass += float(p[t])
+        kept.remove(t)
     if x < 0:
-        return StepResult(rejected[-1] if rejected else 0, -math.inf, evals)
+        return StepResult(kept.removed[-1] if kept.removed else 0, -math.inf, evals)
     n2 = 0
     if estimator.second_pass:
-        removed = set(rejected)
-        if estimator.remove_x_before_pass2:
-            removed.add(x)
-        for t in without_replacement(logp, rng, removed, tables=tables):
+        removed = frozenset(kept.removed) | ({x} if estimator.remove_x_before_pass2 else frozenset())
+        for t in visit(removed):
             evals += 1
             if check(t):
                 break
-            removed.add(t)
             n2 += 1
-    return StepResult(x, estimator.log_weight(r_mass, len(rejected), n2) + log_zp, evals)
+    return StepResult(x, estimator.log_weight(kept.log_fraction(), len(kept.removed), n2) + log_zp, evals)
+
+
+def log_accept_factor(q: float, next_allowed: bool) -> float:
+    """RAWRS's factor at the acceptance: 1 if the one extra token checked is allowed, else q
+    (q = the accepted token's renormalised probability; also q when no token is left)."""
+    return 0.0 if next_allowed else math.log(q)
 
 
 def recursive_step(logp: np.ndarray, check: Callable[[int], bool], rng: np.random.Generator,
@@ -164,28 +217,29 @@ def recursive_step(logp: np.ndarray, check: Callable[[int], bool], rng: np.rando
     renormalised over what is left; at the first acceptance (renormalised q) one more token in
     the same order is checked: factor 1 if allowed, q if not (or if none is left)."""
     tables = step_tables(logp, p)
-    p = tables[0]
-    left = float(tables[1][-1])
+    return recursive_walk(tables, check, visitor(logp, rng, tables), log_zp)
+
+
+def recursive_walk(tables: tuple[np.ndarray, np.ndarray], check: Callable[[int], bool], visit: Visit,
+                   log_zp: float = 0.0) -> StepResult:
+    """RAWRS over the order `visit` gives (see paper_walk). A rejection's factor 1 - q is the ratio
+    of the kept mass after and before it, so it stays exact when q is within rounding of 1."""
+    kept = KeptMass(tables[0], float(tables[1][-1]))
     log_w = 0.0
     evals = 0
-    order = without_replacement(logp, rng, tables=tables)
-    last = 0
+    order = visit(frozenset())
     for t in order:
         evals += 1
-        q = float(p[t]) / left if left > 0 else 1.0
         if check(t):
+            q = kept.share(t)
             nxt = next(order, None)
-            if nxt is not None:
-                evals += 1
-                if not check(nxt):
-                    log_w += math.log(q)
-            else:
-                log_w += math.log(q)
-            return StepResult(t, log_w + log_zp, evals)
-        log_w += math.log1p(-q) if q < 1.0 else -math.inf
-        left -= float(p[t])
-        last = t
-    return StepResult(last, -math.inf, evals)
+            evals += nxt is not None
+            allowed_next = nxt is not None and check(nxt)
+            return StepResult(t, log_w + log_accept_factor(q, allowed_next) + log_zp, evals)
+        before = kept.left
+        kept.remove(t)
+        log_w += math.log(kept.left / before) if kept.left > 0.0 and before > 0.0 else -math.inf
+    return StepResult(kept.removed[-1] if kept.removed else 0, -math.inf, evals)
 
 
 def exact_weights(p: Sequence, allowed: Sequence[bool], estimator: Estimator = PAPER):
@@ -195,18 +249,23 @@ def exact_weights(p: Sequence, allowed: Sequence[bool], estimator: Estimator = P
     n = len(p)
     ew = [0.0] * n
     px = [0.0] * n
+    mass = sum(p)
+
+    def log_kept(r_mass) -> float:
+        kept = (mass - r_mass) / mass
+        return math.log(kept) if kept > 0 else -math.inf
 
     def pass2(removed: frozenset[int], prob, x: int, r_mass, n1: int, n2: int) -> None:
         left = [t for t in range(n) if t not in removed]
         total = sum(p[t] for t in left)
         if not left or total == 0:  # nothing left to accept: the pass ends with no success
-            w = math.exp(estimator.log_weight(float(r_mass), n1, n2))
+            w = math.exp(estimator.log_weight(log_kept(r_mass), n1, n2))
             ew[x] += float(prob) * w
             return
         for t in left:
             q = prob * p[t] / total
             if allowed[t]:
-                ew[x] += float(q) * math.exp(estimator.log_weight(float(r_mass), n1, n2))
+                ew[x] += float(q) * math.exp(estimator.log_weight(log_kept(r_mass), n1, n2))
             else:
                 pass2(removed | {t}, q, x, r_mass, n1, n2 + 1)
 
@@ -221,7 +280,7 @@ def exact_weights(p: Sequence, allowed: Sequence[bool], estimator: Estimator = P
                     removed = frozenset(rejected) | ({t} if estimator.remove_x_before_pass2 else frozenset())
                     pass2(removed, q, t, r_mass, len(rejected), 0)
                 else:
-                    ew[t] += float(q) * math.exp(estimator.log_weight(float(r_mass), len(rejected), 0))
+                    ew[t] += float(q) * math.exp(estimator.log_weight(log_kept(r_mass), len(rejected), 0))
             else:
                 pass1(rejected + (t,), q, r_mass + p[t])
 

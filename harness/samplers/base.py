@@ -16,7 +16,7 @@ import numpy as np
 from ..engines.base import Matcher
 from ..lm.base import LanguageModel
 
-FINISH_REASONS = ("eos", "max_tokens", "dead_end", "timeout", "error")
+FINISH_REASONS = ("eos", "max_tokens", "forced_stop", "dead_end", "timeout", "error")
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Generation:
     mask_s: float = 0.0
     advance_s: float = 0.0
     check_s: float = 0.0
+    fork_s: float = 0.0  # matcher.fork(): engine work (outlines' fork replays the whole history)
     mask_times: list[float] = field(default_factory=list)
     forward_passes: int = 0
     constraint_evals: int = 0
@@ -40,7 +41,7 @@ class Generation:
 
     @property
     def engine_s(self) -> float:
-        return self.mask_s + self.advance_s + self.check_s
+        return self.mask_s + self.advance_s + self.check_s + self.fork_s
 
     @property
     def sampler_s(self) -> float:

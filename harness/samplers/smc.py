@@ -5,8 +5,12 @@ steps' log-weights, an unbiased estimate of the product of local allowed masses 
 the effective sample size falls below `ess_threshold * N` the particles are resampled
 (multinomial or stratified, recorded) and every weight is reset to the mean. At max_tokens
 EOS is forced with its weight correction p(stop|u) * member(u) (mass of every stop token), so the target is
-P(w | w in L, |w| <= T). Results: the weighted posterior over distinct outputs, the estimate
-Zhat of P(L), the final ESS, the number of resamplings and of live particles.
+P(w | w in L, |w| <= T); a sample ending so finishes as `forced_stop`. Results: the weighted
+posterior over distinct outputs, the estimate Zhat of P(L), the final ESS, the number of
+resamplings and of live particles. When every weight is zero there is no sample: no output
+text, finish `dead_end`, and the longest dead particle's text only in `dead_end_text`.
+Forking a matcher is engine work (outlines replays the whole history): timed, booked into
+the row's `fork_s` (part of engine_s).
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ class Particle:
     tokens: list[int] = field(default_factory=list)
     log_w: float = 0.0
     done: bool = False
+    forced: bool = False  # completed by the forced stop at the length bound
 
 
 def log_mean_exp(a: np.ndarray) -> float:
@@ -56,6 +61,20 @@ def resample(log_w: np.ndarray, rng: np.random.Generator, scheme: str) -> np.nda
         return rng.choice(n, size=n, p=w)
     positions = (np.arange(n) + rng.random(n)) / n  # stratified
     return np.minimum(np.searchsorted(np.cumsum(w), positions), n - 1)
+
+
+def reset_weights(log_w: np.ndarray, ancestors: np.ndarray) -> np.ndarray:
+    """Log-weights after resampling: every particle gets the mean of the weights before it
+    (ALGORITHMS.md 3.5), which keeps the final mean weight Zhat unbiased for P(L)."""
+    return np.full(len(ancestors), log_mean_exp(log_w))
+
+
+def timed_fork(gen: Generation, matcher: Matcher) -> Matcher:
+    """matcher.fork() timed as engine work (fork_s, part of engine_s)."""
+    t0 = now()
+    copy = matcher.fork()
+    gen.fork_s += now() - t0
+    return copy
 
 
 class AWRSSMCSampler:
@@ -91,12 +110,9 @@ class AWRSSMCSampler:
     def generate(self, lm: LanguageModel, matcher: Matcher, prompt: Sequence[int], max_tokens: int, seed: int,
                  deadline: float | None = None) -> Generation:
         rng = np.random.default_rng(seed)
-        eos = lm.tokenizer.eos_id
-        stops = lm.tokenizer.stops
-        stop_list = sorted(stops)
         gen = Generation()
         start = now()
-        parts = [Particle(matcher)] + [Particle(matcher.fork()) for _ in range(self.particles - 1)]
+        parts = [Particle(matcher)] + [Particle(timed_fork(gen, matcher)) for _ in range(self.particles - 1)]
         resamplings = 0
         try:
             for step_index in range(max_tokens + 1):
@@ -107,54 +123,84 @@ class AWRSSMCSampler:
                     gen.finish_reason = "timeout"
                     break
                 for part in live:
-                    t0 = now()
-                    logits = lm.logits(list(prompt) + part.tokens)
-                    gen.lm_s += now() - t0
-                    logp, probs = softmax_pair(logits)
-                    gen.forward_passes += 1
-                    checks = [0.0]
-
-                    def check(t: int, m: Matcher = part.matcher) -> bool:
-                        c0 = time.perf_counter()
-                        ok = m.check(t)
-                        checks[0] += time.perf_counter() - c0
-                        return ok
-
-                    if step_index == max_tokens:  # forced EOS with its weight correction
-                        gen.constraint_evals += 1
-                        gen.step_evals.append(1)
-                        member = check(eos)
-                        part.log_w += logsumexp(logp[stop_list]) if member else -math.inf
-                        part.done = True
-                    else:
-                        step = self._step(logp, probs, check, rng)
-                        gen.constraint_evals += step.evaluations
-                        gen.step_evals.append(step.evaluations)
-                        part.log_w += step.log_weight
-                        if not math.isfinite(part.log_w):
-                            part.done = True
-                        elif step.token in stops:
-                            part.done = True
-                        else:
-                            if not advance_or_fail(gen, part.matcher, step.token):
-                                raise RuntimeError(gen.error)
-                            part.tokens.append(step.token)
-                    gen.check_s += checks[0]
+                    self._extend(gen, lm, prompt, part, step_index == max_tokens, rng)
                     if gen.first_token_s is None:
                         gen.first_token_s = now() - start
                 log_w = np.array([p.log_w for p in parts])
                 if self.particles > 1 and any(not p.done for p in parts) and \
                         ess(log_w) < self.ess_threshold * self.particles:
-                    idx = resample(log_w, rng, self.resampling)
-                    mean = log_mean_exp(log_w)
-                    parts = [Particle(parts[i].matcher.fork(), list(parts[i].tokens), mean, parts[i].done) for i in idx]
+                    parts = self._resample(gen, parts, rng)
                     resamplings += 1
         except Exception as exc:
             gen.finish_reason = "error"
             gen.error = f"{type(exc).__name__}: {exc}"
+        self._finish(gen, lm, parts, rng)
+        gen.total_s = now() - start
+        gen.extra["resamplings"] = resamplings
+        return gen
+
+    def _extend(self, gen: Generation, lm: LanguageModel, prompt: Sequence[int], part: Particle, forced: bool,
+                rng: np.random.Generator) -> None:
+        """One step of one live particle: an AWRS step, or at the length bound the forced stop
+        with weight p(stop|u) * member(u) (summed in log space from the normalised log-probabilities)."""
+        t0 = now()
+        logits = lm.logits(list(prompt) + part.tokens)
+        gen.lm_s += now() - t0
+        logp, probs = softmax_pair(logits)
+        gen.forward_passes += 1
+        checks = [0.0]
+
+        def check(t: int, m: Matcher = part.matcher) -> bool:
+            c0 = time.perf_counter()
+            ok = m.check(t)
+            checks[0] += time.perf_counter() - c0
+            return ok
+
+        if forced:
+            gen.constraint_evals += 1
+            gen.step_evals.append(1)
+            member = check(lm.tokenizer.eos_id)
+            part.log_w += logsumexp(logp[sorted(lm.tokenizer.stops)]) if member else -math.inf
+            part.done = part.forced = True
+        else:
+            step = self._step(logp, probs, check, rng)
+            gen.constraint_evals += step.evaluations
+            gen.step_evals.append(step.evaluations)
+            part.log_w += step.log_weight
+            if not math.isfinite(part.log_w) or step.token in lm.tokenizer.stops:
+                part.done = True
+            else:
+                if not advance_or_fail(gen, part.matcher, step.token):
+                    raise RuntimeError(gen.error)
+                part.tokens.append(step.token)
+        gen.check_s += checks[0]
+
+    def _resample(self, gen: Generation, parts: list[Particle], rng: np.random.Generator) -> list[Particle]:
+        """Draw N ancestors and reset every weight (reset_weights). A finished particle's matcher
+        is never used again, so it is shared; a live ancestor's first copy takes its matcher and
+        the others fork it, so only the forks that are needed are made (and timed)."""
+        log_w = np.array([p.log_w for p in parts])
+        idx = resample(log_w, rng, self.resampling)
+        new_w = reset_weights(log_w, idx)
+        taken: set[int] = set()
+        out = []
+        for i, w in zip(idx, new_w):
+            a = parts[int(i)]
+            if a.done or int(i) not in taken:
+                m = a.matcher
+                taken.add(int(i))
+            else:
+                m = timed_fork(gen, a.matcher)
+            out.append(Particle(m, list(a.tokens), float(w), a.done, a.forced))
+        return out
+
+    def _finish(self, gen: Generation, lm: LanguageModel, parts: list[Particle], rng: np.random.Generator) -> None:
+        """The sample (drawn by weight), its finish reason, the posterior and the SMC results."""
         log_w = np.array([p.log_w for p in parts])
         gen.particles = [(list(p.tokens), float(p.log_w)) for p in parts]
         posterior: dict[str, float] = {}
+        ended = gen.finish_reason in ("error", "timeout")
+        gen.extra["dead_end_text"] = ""
         if np.isfinite(np.max(log_w)):
             w = np.exp(log_w - np.max(log_w))
             w /= w.sum()
@@ -163,19 +209,19 @@ class AWRSSMCSampler:
                 posterior[key] = posterior.get(key, 0.0) + float(wi)
             chosen = parts[int(rng.choice(len(parts), p=w))]
             gen.tokens = chosen.tokens
-            if gen.finish_reason != "error" and gen.finish_reason != "timeout":
-                gen.finish_reason = "eos" if len(chosen.tokens) < max_tokens else "max_tokens"
-        else:  # every weight is zero: keep the longest text so the row shows what happened
-            gen.tokens = max(parts, key=lambda p: len(p.tokens)).tokens
-            if gen.finish_reason not in ("error", "timeout"):
-                # at max_tokens without a complete member (truncated), else a true dead end
-                gen.finish_reason = "max_tokens" if len(gen.tokens) >= max_tokens else "dead_end"
-        gen.total_s = now() - start
-        gen.extra = {"log_zhat": log_mean_exp(log_w), "ess": ess(log_w), "resamplings": resamplings,
-                     "live_particles": int(np.isfinite(log_w).sum()), "particles": self.particles,
-                     "log_weights": json.dumps([round(float(x), 6) for x in log_w]),
-                     "posterior": json.dumps(posterior, ensure_ascii=False)}
-        return gen
+            if not ended:
+                gen.finish_reason = "forced_stop" if chosen.forced else "eos"
+        else:  # every weight is zero: no sample, so no output text to score (it would be a dead prefix)
+            longest = max(parts, key=lambda p: len(p.tokens))
+            gen.extra["dead_end_text"] = lm.tokenizer.decode(longest.tokens).decode("utf-8", "replace")
+            gen.tokens = []
+            if not ended:
+                gen.finish_reason = "dead_end"
+        gen.extra.update({"log_zhat": log_mean_exp(log_w), "ess": ess(log_w),
+                          "live_particles": int(np.isfinite(log_w).sum()), "particles": self.particles,
+                          "no_output": not np.isfinite(np.max(log_w)),
+                          "log_weights": json.dumps([round(float(x), 6) for x in log_w]),
+                          "posterior": json.dumps(posterior, ensure_ascii=False)})
 
 
 class AWRSSampler(AWRSSMCSampler):

@@ -2,11 +2,15 @@
 
 The draft is the one `$schema` names (Draft 2020-12 when absent or unknown), with format
 checking on, as the issue asks; JSONSchemaBench forces 2020-12 on every schema, which
-`force_draft="2020-12"` reproduces.
+`force_draft="2020-12"` reproduces, and checks ipv4, ipv6 and uuid more strictly than
+jsonschema's defaults (`strict_formats=True`: ASCII dotted quads without leading zeros, IPv6
+without a zone id, the hyphenated 8-4-4-4-12 UUID form only).
 """
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +34,31 @@ def validator_class(schema: Any, force_draft: str | None = None):
     return validator_for(schema, default=Draft202012Validator)
 
 
+_IPV4 = re.compile(r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _strict_ipv6(value: Any) -> bool:
+    if not isinstance(value, str):
+        return True
+    if not value.isascii() or "%" in value:
+        return False
+    ipaddress.IPv6Address(value)  # raises ValueError when malformed
+    return True
+
+
+def format_checker(cls: type, strict_formats: bool = False) -> jsonschema.FormatChecker:
+    """The draft's format checker; with strict_formats, JSONSchemaBench's stricter ipv4/ipv6/uuid."""
+    if not strict_formats:
+        return cls.FORMAT_CHECKER
+    checker = jsonschema.FormatChecker(formats=())
+    checker.checkers = dict(cls.FORMAT_CHECKER.checkers)
+    checker.checks("ipv4")(lambda v: not isinstance(v, str) or _IPV4.fullmatch(v) is not None)
+    checker.checks("ipv6", raises=ValueError)(_strict_ipv6)
+    checker.checks("uuid")(lambda v: not isinstance(v, str) or _UUID.fullmatch(v) is not None)
+    return checker
+
+
 def draft_name(cls: type) -> str:
     return cls.__name__.replace("Validator", "")
 
@@ -44,10 +73,11 @@ def check_schema(schema: Any, force_draft: str | None = None) -> str:
     return ""
 
 
-def validate_instance(schema: Any, instance: Any, force_draft: str | None = None) -> tuple[bool, str]:
+def validate_instance(schema: Any, instance: Any, force_draft: str | None = None,
+                      strict_formats: bool = False) -> tuple[bool, str]:
     cls = validator_class(schema, force_draft)
     try:
-        validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+        validator = cls(schema, format_checker=format_checker(cls, strict_formats))
         error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
     except Exception as exc:  # unresolvable $ref, bad regex...: the instance is not shown valid
         return False, f"{type(exc).__name__}: {exc}"
@@ -56,7 +86,7 @@ def validate_instance(schema: Any, instance: Any, force_draft: str | None = None
     return False, error.message[:300]
 
 
-def judge(schema: Any, text: str, force_draft: str | None = None) -> Verdict:
+def judge(schema: Any, text: str, force_draft: str | None = None, strict_formats: bool = False) -> Verdict:
     cls = validator_class(schema, force_draft)
     draft = draft_name(cls)
     try:
@@ -66,5 +96,5 @@ def judge(schema: Any, text: str, force_draft: str | None = None) -> Verdict:
     schema_problem = check_schema(schema, force_draft)
     if schema_problem:
         return Verdict(True, False, False, draft, f"invalid schema: {schema_problem}")
-    ok, err = validate_instance(schema, instance, force_draft)
+    ok, err = validate_instance(schema, instance, force_draft, strict_formats)
     return Verdict(True, True, ok, draft, err)

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness.engines import ENGINES  # noqa: E402
 from harness.lm.default_model import default_model_path  # noqa: E402
 from harness.lm.llamacpp import LlamaCppLM  # noqa: E402
-from harness.runner import compile_task  # noqa: E402
+from harness.compiling import compile_task  # noqa: E402
 from harness.samplers.masking import MaskingSampler  # noqa: E402
 from harness.tasks.loaders import load_builtin  # noqa: E402
 

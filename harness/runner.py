@@ -10,17 +10,16 @@ import datetime as _dt
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from .compiling import CompileOutcome, compile_task
 from .config import REPO_ROOT, RunConfig
-from .engines import DEFAULT_ENGINES, ENGINES, CompileError, ConstraintEngine, EngineOptions, Unsupported
+from .engines import DEFAULT_ENGINES, ENGINES, ConstraintEngine, EngineOptions, Unsupported
 from .environment import environment
 from .errors import ConfigError
-from .isolation import run_forked
 from .lm.base import LanguageModel
 from .protocols import Protocol, get_protocol
 from .reporting.summary import summarize, write_summary
@@ -30,61 +29,6 @@ from .samplers.base import Generation
 from .scoring.jsonschema_check import judge
 from .tasks.loaders import load_tasks
 from .tasks.task import Task
-
-
-@dataclass
-class CompileOutcome:
-    status: str  # ok / unsupported / error / timeout
-    seconds: float | None  # the compile itself, cold
-    message: str = ""
-    compiled: Any = None
-    load_s: float | None = None  # rebuilding the child's result in this process
-
-
-def _timed_compile(engine: ConstraintEngine, task: Task) -> tuple[float, bytes | None]:
-    start = time.perf_counter()
-    compiled = engine.compile(task)
-    seconds = time.perf_counter() - start
-    return seconds, engine.export(compiled)
-
-
-def compile_task(engine: ConstraintEngine, task: Task, timeout_s: float, guard: bool) -> CompileOutcome:
-    """Compile a task; with the guard, in a forked child that is killed at the time limit.
-
-    The child times the compile itself and sends back the engine's serialised result,
-    which this process loads (timed apart); engines that cannot serialise compile again
-    here, and that in-process compile is the one timed. A hang, a crash or a blow-up in
-    an engine's compiler so becomes a status, not the end of the run.
-    """
-    if guard:
-        probe = run_forked(lambda: _timed_compile(engine, task), timeout_s)
-        if probe.status == "timeout":
-            return CompileOutcome("timeout", timeout_s, probe.message)
-        if probe.status == "Unsupported":
-            return CompileOutcome("unsupported", None, probe.message)
-        if probe.status in ("crash", "oom"):
-            return CompileOutcome("error", None, f"compiler {probe.status}: {probe.message}")
-        if probe.status != "ok":
-            return CompileOutcome("error", None, f"{probe.status}: {probe.message}")
-        seconds, data = probe.value
-        if data is not None:
-            start = time.perf_counter()
-            try:
-                compiled = engine.load(data)
-            except Exception as exc:
-                return CompileOutcome("error", seconds, f"loading the compiled result failed: {exc}"[:500])
-            return CompileOutcome("ok", seconds, "", compiled, time.perf_counter() - start)
-    start = time.perf_counter()
-    try:
-        compiled = engine.compile(task)
-    except Unsupported as exc:
-        return CompileOutcome("unsupported", None, str(exc)[:500])
-    except Exception as exc:  # CompileError and anything an engine raises
-        return CompileOutcome("error", None, f"{type(exc).__name__}: {exc}"[:500])
-    seconds = time.perf_counter() - start
-    if seconds > timeout_s:
-        return CompileOutcome("timeout", seconds, f"compile took {seconds:.1f} s > {timeout_s:g} s")
-    return CompileOutcome("ok", seconds, "", compiled)
 
 
 def resolve_engines(names: list[str]) -> list[str]:
@@ -152,7 +96,8 @@ def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg:
     if gen is None:
         row.update({"output_text": None, "output_tokens": 0, "finish_reason": "not_run", "error": comp.message,
                     "parses": False, "schema_valid": None, "valid": False, "validator": None,
-                    "validation_error": "", "ec": 0, "ttft_s": None, "tpot_ms": None, "tgt_s": comp.seconds,
+                    "validation_error": "", "ec": 0, "ttft_s": None, "tpot_ms": None, "tgt_s": comp.ready_s,
+                    "matcher_s": None,
                     "lm_s": 0.0, "engine_s": 0.0, "mask_s": 0.0, "advance_s": 0.0, "check_s": 0.0, "fork_s": 0.0,
                     "sampler_s": 0.0,
                     "forward_passes": 0, "constraint_evals": 0, "step_evals": [], "step_evals_max": None,
@@ -168,9 +113,11 @@ def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg:
     row["ec"] = int(bool(row["valid"]))
     n_out = len(gen.tokens)
     first = gen.first_token_s
-    row["ttft_s"] = (comp.seconds or 0.0) + first if first is not None else None
+    before_first = comp.ready_s + gen.matcher_s  # compile + load + matcher: all waited for before the first token
+    row["ttft_s"] = before_first + first if first is not None else None
     row["tpot_ms"] = ((gen.total_s - first) / (n_out - 1) * 1000.0) if first is not None and n_out > 1 else None
-    row["tgt_s"] = (comp.seconds or 0.0) + gen.total_s
+    row["tgt_s"] = before_first + gen.total_s
+    row["matcher_s"] = gen.matcher_s
     row.update({"lm_s": gen.lm_s, "engine_s": gen.engine_s, "mask_s": gen.mask_s, "advance_s": gen.advance_s,
                 "check_s": gen.check_s, "fork_s": gen.fork_s, "sampler_s": gen.sampler_s, "gen_s": gen.total_s, "forward_passes": gen.forward_passes,
                 "constraint_evals": gen.constraint_evals, "step_evals": list(gen.step_evals),
@@ -180,6 +127,23 @@ def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg:
     for k, v in gen.extra.items():
         row[f"x_{k}"] = v
     return row
+
+
+def generate_case(engine: ConstraintEngine, comp: CompileOutcome, sampler: Any, lm: LanguageModel,
+                  prompt_ids: list[int], cfg: RunConfig, seed: int) -> Generation | None:
+    """One generation; making the matcher is timed (matcher_s, inside TTFT). None if nothing compiled."""
+    if comp.status != "ok":
+        return None
+    deadline = time.perf_counter() + cfg.generation_timeout_s
+    t0 = time.perf_counter()
+    try:
+        matcher = engine.new_matcher(comp.compiled)
+        matcher_s = time.perf_counter() - t0
+        gen = sampler.generate(lm, matcher, prompt_ids, cfg.max_tokens, seed, deadline)
+    except Exception as exc:
+        return Generation(finish_reason="error", error=f"{type(exc).__name__}: {exc}")
+    gen.matcher_s = matcher_s
+    return gen
 
 
 def make_sampler(name: str, cfg: RunConfig) -> Any:
@@ -262,14 +226,7 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
                 # Stateful samplers (ASAp's trie) start afresh for every task and engine.
                 for sampler in [make_sampler(s.name, cfg) if getattr(s, "stateful", False) else s for s in samplers]:
                     for seed in cfg.seeds:
-                        gen = None
-                        if comp.status == "ok":
-                            deadline = time.perf_counter() + cfg.generation_timeout_s
-                            try:
-                                matcher = engine.new_matcher(comp.compiled)
-                                gen = sampler.generate(lm, matcher, prompt_ids, cfg.max_tokens, seed, deadline)
-                            except Exception as exc:
-                                gen = Generation(finish_reason="error", error=f"{type(exc).__name__}: {exc}")
+                        gen = generate_case(engine, comp, sampler, lm, prompt_ids, cfg, seed)
                         row = case_row(task, engine, sampler, seed, cfg, comp, gen, len(prompt_ids), lm)
                         if too_long:
                             row.update({"finish_reason": "skipped", "dc": None, "ec": None,

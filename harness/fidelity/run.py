@@ -23,7 +23,8 @@ import numpy as np
 
 from ..config import REPO_ROOT
 from ..engines import ENGINES, EngineOptions
-from ..engines.base import CompileError, LengthBound, Unsupported
+from ..compiling import compile_in_process
+from ..engines.base import LengthBound
 from ..environment import environment
 from ..errors import ConfigError
 from ..lm.base import LanguageModel
@@ -108,11 +109,11 @@ def run_task(task: Task, cfg: FidelityConfig, lm: LanguageModel, engine, log: Ca
     if not bound:
         res.update(status="error", message=f"task {task.id} has no length_bound; pass --length-bound")
         return res
-    try:
-        compiled = engine.compile(task)
-    except (Unsupported, CompileError) as exc:
-        res.update(status="unsupported" if isinstance(exc, Unsupported) else "compile_error", message=str(exc)[:300])
+    comp = compile_in_process(engine, task)  # the run's compile path and status vocabulary
+    if comp.status != "ok":
+        res.update(status=comp.status, message=comp.message[:300])
         return res
+    compiled = comp.compiled
     prompt = lm.encode_chat(task.prompt)
     lm.logits(prompt)
 

@@ -22,7 +22,7 @@ from scipy import stats
 
 from .writer import read_rows
 
-STATUSES = ["ok", "unsupported", "error", "timeout"]
+STATUSES = ["ok", "unsupported", "error", "timeout", "crash", "oom"]
 FINISHES = ["eos", "max_tokens", "forced_stop", "dead_end", "timeout", "error", "not_run"]
 SKIPPED = "skipped"
 METRICS = ["declared_coverage", "empirical_coverage", "compliance"]
@@ -160,7 +160,7 @@ def summary_table(s: pd.DataFrame) -> str:
         ("mask_p50_us", "mask p50 µs", 1), ("mask_p99_us", "mask p99 µs", 1),
         ("lm_ms_per_token", "LM ms/tok", 2), ("engine_ms_per_token", "engine ms/tok", 2),
     ]
-    head = "| " + " | ".join(c[1] for c in cols) + " | status ok/unsup/err/timeout | finish eos/max/forced/dead/timeout/err |"
+    head = "| " + " | ".join(c[1] for c in cols) + " | status ok/unsup/err/timeout/crash/oom | finish eos/max/forced/dead/timeout/err |"
     sep = "|" + "---|" * (len(cols) + 2)
     lines = [head, sep]
     for _, r in s.iterrows():

@@ -31,6 +31,7 @@ class Generation:
     advance_s: float = 0.0
     check_s: float = 0.0
     fork_s: float = 0.0  # matcher.fork(): engine work (outlines' fork replays the whole history)
+    matcher_s: float = 0.0  # making the case's matcher (set by the runner, inside TTFT)
     mask_times: list[float] = field(default_factory=list)
     forward_passes: int = 0
     constraint_evals: int = 0

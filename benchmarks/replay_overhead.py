@@ -6,7 +6,7 @@ mask-bit check and rejection bookkeeping. Both sides are timed from the first ma
 end of the last instance: compiles (and freeing compiled grammars) are outside both.
 Target: at most 5 % over the direct loop.
 
-    .venv/bin/python benchmarks/replay_overhead.py [--engine llguidance] [--group Handwritten] [--schemas 40]
+    .venv/bin/python benchmarks/replay_overhead.py [--engine llguidance] [--group Github_easy] [--schemas 40]
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def direct(compiled, instances, eos, vocab) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--engine", default="llguidance")
-    ap.add_argument("--group", default="Handwritten")
+    ap.add_argument("--group", default="Github_easy")
     ap.add_argument("--schemas", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()

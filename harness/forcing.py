@@ -1,50 +1,72 @@
-"""Force a known token sequence through a matcher: the basis of replay and of engine tests.
+"""Force a known token sequence through a matcher: the one forcing loop of replay and of the tests.
 
 At every step the full mask is computed (timed), the next token is looked up in it, and
-the matcher is advanced (timed separately). A valid instance must pass every step and end
-with EOS allowed; an invalid one must be refused somewhere or end non-accepting.
+the matcher is advanced (timed apart). A valid instance must pass every step and end with
+EOS allowed; an invalid one must be refused somewhere. Replay's numbers come from this loop,
+so the loop the tests check is the loop that produces them. Options: a digest of every mask
+(for cross-engine diffs) and the refused token with the text before it.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .engines.base import Matcher
-from .engines.bitmask import is_allowed, new_bitmask
+from .engines.bitmask import new_bitmask
 
 
 @dataclass
 class ForceResult:
-    accepted: bool                 # every token allowed and EOS allowed at the end
-    reject_index: int | None       # token index refused by the mask (len(ids) = EOS refused)
+    accepted: bool = False            # every token allowed and EOS allowed at the end
+    reject_index: int | None = None   # index of the refused step (len(ids) = EOS refused)
+    reject_token: str | None = None   # the refused token's text ("<EOS>" for the stop)
+    context: str = ""                 # up to 8 tokens before the refusal
+    advance_refused: bool = False     # the mask allowed the token but advance() refused it
     mask_times: list[float] = field(default_factory=list)
     advance_times: list[float] = field(default_factory=list)
-    error: str = ""
+    digests: list[str] = field(default_factory=list)
 
 
-def force(matcher: Matcher, ids: Sequence[int], eos_id: int, vocab_size: int,
-          bitmask: np.ndarray | None = None) -> ForceResult:
-    bitmask = bitmask if bitmask is not None else new_bitmask(vocab_size)
-    result = ForceResult(False, None)
-    steps = list(ids) + [eos_id]
-    for i, token in enumerate(steps):
-        t0 = time.perf_counter()
-        matcher.fill_mask(bitmask)
-        result.mask_times.append(time.perf_counter() - t0)
-        if not is_allowed(bitmask, token):
-            result.reject_index = i
-            return result
-        if token == eos_id:
-            break
-        t1 = time.perf_counter()
-        ok = matcher.advance(token)
-        result.advance_times.append(time.perf_counter() - t1)
+def force(matcher: Matcher, ids: Sequence[int], view: Any, bitmask: np.ndarray | None = None, *,
+          digests: bool = False, mask_times: list[float] | None = None,
+          advance_times: list[float] | None = None) -> ForceResult:
+    """Force ids then EOS. Times go to the given lists (replay pools them) or the result's own."""
+    eos = view.eos_id
+    bitmask = bitmask if bitmask is not None else new_bitmask(view.vocab_size)
+    words = memoryview(bitmask)  # reading one word: a Python int, without a numpy scalar
+    res = ForceResult()
+    masks = res.mask_times if mask_times is None else mask_times
+    advances = res.advance_times if advance_times is None else advance_times
+    append_mask, append_advance, clock = masks.append, advances.append, time.perf_counter
+    fill, advance = matcher.fill_mask, matcher.advance
+    steps = list(ids) + [eos]
+    for i, token in enumerate(steps):  # the hot loop: keep it to the timed calls
+        a = clock()
+        fill(bitmask)
+        append_mask(clock() - a)
+        if digests:
+            res.digests.append(hashlib.blake2b(bitmask.tobytes(), digest_size=8).hexdigest())
+        if not (words[token >> 5] >> (token & 31)) & 1:
+            return _refused(res, view, steps, i, advance_refused=False)
+        if token == eos:
+            res.accepted = True
+            return res
+        c = clock()
+        ok = advance(token)
+        append_advance(clock() - c)
         if not ok:
-            result.reject_index = i
-            result.error = "mask allowed the token but advance refused it"
-            return result
-    result.accepted = True
-    return result
+            return _refused(res, view, steps, i, advance_refused=True)
+    return res
+
+
+def _refused(res: ForceResult, view: Any, steps: list[int], i: int, advance_refused: bool) -> ForceResult:
+    token = steps[i]
+    res.reject_index = i
+    res.advance_refused = advance_refused
+    res.reject_token = "<EOS>" if token == view.eos_id else view.token_bytes[token].decode("utf-8", "replace")
+    res.context = view.decode(steps[max(0, i - 8):i]).decode("utf-8", "replace")
+    return res

@@ -58,7 +58,7 @@ def test_valid_instances_are_accepted(engine, case, compiled, gemma_tok):
     view = gemma_tok.view
     for instance in CASES[case][1]:
         ids = gemma_tok.encode(json.dumps(instance, separators=(",", ":")))
-        result = force(compiled[engine, case].matcher(), ids, view.eos_id, view.vocab_size)
+        result = force(compiled[engine, case].matcher(), ids, view)
         assert result.accepted, f"{engine} refused valid {instance} at token {result.reject_index}"
         assert len(result.mask_times) == len(ids) + 1
 
@@ -69,7 +69,7 @@ def test_invalid_instances_are_refused(engine, case, compiled, gemma_tok):
     view = gemma_tok.view
     for instance in CASES[case][2]:
         ids = gemma_tok.encode(json.dumps(instance, separators=(",", ":")))
-        result = force(compiled[engine, case].matcher(), ids, view.eos_id, view.vocab_size)
+        result = force(compiled[engine, case].matcher(), ids, view)
         assert not result.accepted, f"{engine} accepted invalid {instance}"
 
 
@@ -112,7 +112,7 @@ def test_builtin_valid_examples_accepted_by_llguidance(engines, builtin_tasks, g
         for ex in task.examples:
             if ex.valid:
                 ids = gemma_tok.encode(task.example_text(ex))
-                assert force(comp.matcher(), ids, view.eos_id, view.vocab_size).accepted, (task.id, ex.value)
+                assert force(comp.matcher(), ids, view).accepted, (task.id, ex.value)
                 checked += 1
     assert checked >= 50
 

@@ -251,7 +251,7 @@ def test_llamacpp_gbnf_accepts_sample(name, gguf_tok, llamacpp_engine):
               + [(s, False) for s in g["task"]["negatives"][:LLAMACPP_SAMPLE]])
     bad = []
     for s, pos in sample:
-        r = force(compiled.matcher(), gguf_tok.encode(s), gguf_tok.view.eos_id, gguf_tok.view.vocab_size)
+        r = force(compiled.matcher(), gguf_tok.encode(s), gguf_tok.view)
         if r.accepted != pos:
             bad.append(f"{'positive' if pos else 'negative'} {s!r}")
     assert bad == []

@@ -48,20 +48,22 @@ def test_replay_verdicts_and_broken_engine(tmp_path):
     assert rows["llguidance", "Hand/flags"]["bucket"] == "pass"
     assert rows["llguidance", "Hand/color"]["bucket"] == "pass"
     ordered = rows["llguidance", "Hand/ordered"]
-    assert ordered["bucket"] == "valid_rejected"
+    assert ordered["bucket"] == "policy" and ordered["policy"] == "policy:property_order"  # declared order passes
+    assert (ordered["valid_rejected"], ordered["policy_rejected"]) == (0, 1)
     inst = ordered["instances"][0]
     assert inst["reject_index"] <= 2 and "b" in inst["reject_token"]  # refused where key "b" starts
     assert rows["llguidance", "Hand/notkw"]["bucket"] == "unsupported"
     # the engine that allows everything is caught on every schema with an invalid instance
     assert rows["faulty-allow-all", "Hand/flags"]["bucket"] == "invalid_accepted"
     assert rows["faulty-allow-all", "Hand/color"]["bucket"] == "invalid_accepted"
-    assert rows["llguidance", "Hand/flags"]["tokens"] > 5 and rows["llguidance", "Hand/flags"]["warm_compile_s"] > 0
+    flags = rows["llguidance", "Hand/flags"]
+    assert flags["tokens"] > 5 and flags["warm_compile_s"] is None and "no compile cache" in flags["warm_note"]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["engines"]["llguidance"]["buckets"]["pass"] == 2
     diff = summary["differential"][0]
     assert diff["instances_differing"] >= 2 and diff["examples"]
     text = (run_dir / "summary.md").read_text()
-    assert "invalid_accepted" in text and "p99.9" in text
+    assert "invalid_accepted" in text and "p99.9" in text and "`policy:property_order` 1" in text
 
 
 def test_crash_timeout_oom_are_classified_and_run_goes_on(tmp_path):

@@ -176,6 +176,12 @@ class ConstraintEngine:
     def _compile(self, task: Task) -> Compiled:
         raise NotImplementedError
 
+    def warm_compile_s(self, task: Task) -> float | None:
+        """Seconds to compile `task` again once the engine's own compile cache holds it (filled
+        here, untimed): the warm compile of a repeated schema. None: the engine has no compile
+        cache, and warm is not applicable. compile() itself stays cold."""
+        return None
+
     def new_matcher(self, compiled: Compiled) -> Matcher:
         """A fresh matcher that ends on any of the model's stop tokens (see StopAliases).
         Samplers get their matchers here; replay forces the one EOS and uses compiled.matcher()."""

@@ -89,6 +89,7 @@ class OutlinesEngine(ConstraintEngine):
         s = super().settings()
         s["whitespace_pattern"] = self._whitespace()
         s["strict"] = "n/a (regex from schema; extra properties follow additionalProperties)"
+        s["property_order"] = "declared"
         return s
 
     def _compile(self, task: Task) -> OutlinesCompiled:

@@ -1,7 +1,9 @@
 """A pool of replay workers for one engine, with per-job time limits and replacement.
 
 A worker that dies (signal), overruns its job's time limit (killed) or reports MemoryError
-gives that job a bucket (crash, timeout, oom) and is replaced; the run goes on.
+gives that job a bucket (crash, timeout, oom) and is replaced; the run goes on. A job's
+result is settled before its warm compile, which runs under a limit of its own: a worker that
+dies or overruns there is replaced and only the warm measurement is lost.
 """
 from __future__ import annotations
 
@@ -25,6 +27,10 @@ class _Worker:
     job_key: Any = None
     deadline: float = 0.0
     started: float = 0.0
+    phase: str = ""                 # compile, replay (compile ended), warm (result in, warm compile running)
+    cold_s: float | None = None     # the cold compile's time, once the worker has sent it
+    result: Any = None              # the result held while the warm compile runs
+    wall: float = 0.0               # compile + replay wall time of that result
 
 
 def classify_exit(exitcode: int | None) -> tuple[str, str]:
@@ -103,7 +109,11 @@ class WorkerPool:
             on_result: Callable[[Any, str, dict[str, Any], float], None]) -> None:
         """Run (key, job) pairs; on_result(key, status, payload, wall_s) is called as each ends.
 
-        status is "done" (payload = the worker's result), or "timeout", "crash", "oom", "exception".
+        status is "done" (payload = the worker's result), or "timeout", "crash", "oom", "exception"
+        (payload: "error", and "phase" = "compile" or "replay" with "cold_compile_s" once the
+        compile has ended). The time limit covers compile and replay; the warm compile after a
+        "done" has a limit of its own, and whatever happens to it only sets the result's warm
+        fields (warm_compile_s None, warm_note why): the verdict is already settled.
         """
         started = time.perf_counter()
         try:
@@ -123,7 +133,7 @@ class WorkerPool:
                     except StopIteration:
                         exhausted = True
                         break
-                    w.job, w.job_key = job, key
+                    w.job, w.job_key, w.phase, w.cold_s, w.result = job, key, "compile", None, None
                     w.started = time.perf_counter()
                     w.deadline = w.started + timeout_s
                     w.conn.send(job)
@@ -134,29 +144,58 @@ class WorkerPool:
             ready = wait([w.conn for w in busy], timeout=max(0.0, min(w.deadline for w in busy) - now))
             now = time.perf_counter()
             for w in busy:
-                wall = now - w.started
                 if w.conn in ready:
-                    try:
-                        kind, payload = w.conn.recv()
-                    except (EOFError, OSError):
-                        w.proc.join(5)
-                        status, message = classify_exit(w.proc.exitcode)
-                        key = w.job_key
-                        w.job = None
-                        self._replace(w)
-                        on_result(key, status, {"error": message}, wall)
-                        continue
-                    key = w.job_key
-                    w.job = None
-                    if kind == "done":
-                        on_result(key, "done", payload, wall)
-                    else:
-                        on_result(key, kind, {"error": payload}, wall)
-                        if kind == "oom":
-                            self._replace(w)
+                    self._receive(w, now, timeout_s, on_result)
                 elif now >= w.deadline:
-                    key = w.job_key
-                    w.job = None
                     w.proc.kill()
                     self._replace(w)
-                    on_result(key, "timeout", {"error": f"no result within {timeout_s:g} s"}, wall)
+                    if w.phase == "warm":
+                        self._finish(w, "done", self._warm_lost(w, f"warm compile over its {timeout_s:g} s limit"),
+                                     on_result)
+                    else:
+                        self._finish(w, "timeout", self._failure(w, f"no result within {timeout_s:g} s"), on_result,
+                                     now - w.started)
+
+    def _receive(self, w: _Worker, now: float, timeout_s: float,
+                 on_result: Callable[[Any, str, dict[str, Any], float], None]) -> None:
+        """One message from a busy worker: progress, its result, its warm compile, or its death."""
+        try:
+            kind, payload = w.conn.recv()
+        except (EOFError, OSError):
+            w.proc.join(5)
+            status, message = classify_exit(w.proc.exitcode)
+            self._replace(w)
+            if w.phase == "warm":
+                self._finish(w, "done", self._warm_lost(w, f"warm compile lost: {message}"), on_result)
+            else:
+                self._finish(w, status, self._failure(w, message), on_result, now - w.started)
+            return
+        if kind == "compiled":
+            w.phase, w.cold_s = "replay", payload
+        elif kind == "done" and payload.get("warm_pending"):
+            w.phase, w.result, w.wall = "warm", payload, now - w.started
+            w.deadline = now + timeout_s  # the warm compile's own limit, outside the replay's
+        elif kind == "done":
+            self._finish(w, "done", payload, on_result, now - w.started)
+        elif kind == "warm":
+            self._finish(w, "done", {**w.result, **payload}, on_result)
+        else:
+            self._finish(w, kind, self._failure(w, payload), on_result, now - w.started)
+            if kind == "oom":
+                self._replace(w)
+
+    @staticmethod
+    def _failure(w: _Worker, message: str) -> dict[str, Any]:
+        return {"error": message, "phase": w.phase, "cold_compile_s": w.cold_s}
+
+    @staticmethod
+    def _warm_lost(w: _Worker, note: str) -> dict[str, Any]:
+        return {**w.result, "warm_compile_s": None, "warm_note": note}
+
+    @staticmethod
+    def _finish(w: _Worker, status: str, payload: dict[str, Any],
+                on_result: Callable[[Any, str, dict[str, Any], float], None], wall: float | None = None) -> None:
+        key = w.job_key
+        wall = w.wall if wall is None else wall
+        w.job, w.result = None, None
+        on_result(key, status, payload, wall)

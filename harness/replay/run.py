@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import REPO_ROOT, default_data_dir
-from ..engines import ENGINES
 from ..engines.base import EngineOptions
 from ..environment import environment
 from ..errors import ConfigError
@@ -25,7 +24,7 @@ from ..reporting.writer import RowWriter, read_rows, write_json
 from ..tasks.task import Task
 from .pool import WorkerPool
 from .stats import differential, engine_summary, markdown, per_group
-from .worker import Job, WorkerSpec
+from .worker import Job, WorkerSpec, engine_class
 
 
 @dataclass
@@ -101,31 +100,68 @@ def group_of(task: Task) -> str:
     return task.source.split(":", 1)[-1]
 
 
+# One bucket per schema, the first that applies in this order (README, Replay): the worker gave
+# no verdict (crash, oom, timeout), an engine call raised (engine_error), the schema did not
+# compile (unsupported, compile_error), a valid instance refused even in the engine's own policy
+# (valid_rejected), an invalid instance accepted (invalid_accepted), a valid instance refused
+# only for the engine's policy (policy), else pass. Every row keeps the instance counts apart.
+BUCKET_PRECEDENCE = ["crash", "oom", "timeout", "engine_error", "unsupported", "compile_error",
+                     "valid_rejected", "invalid_accepted", "policy", "pass"]
+
+
+def instance_counts(insts: list[dict[str, Any]]) -> dict[str, int]:
+    """Valid instances refused (bugs, policy ones apart), invalid ones accepted, engine errors."""
+    out = {"valid_rejected": 0, "invalid_accepted": 0, "policy_rejected": 0, "engine_errors": 0}
+    for i in insts:
+        if i.get("error"):
+            out["engine_errors"] += 1
+        elif i["valid"] and not i["accepted"]:
+            out["policy_rejected" if i.get("policy") else "valid_rejected"] += 1
+        elif not i["valid"] and i["accepted"]:
+            out["invalid_accepted"] += 1
+    return out
+
+
 def bucket_of(status: str, payload: dict[str, Any]) -> str:
     if status != "done":
-        return {"timeout": "timeout", "oom": "oom"}.get(status, "crash")
+        return {"timeout": "timeout", "oom": "oom", "exception": "engine_error"}.get(status, "crash")
     if payload["compile_status"] == "unsupported":
         return "unsupported"
     if payload["compile_status"] != "ok":
         return "compile_error"
-    insts = payload["instances"]
-    if any(i["valid"] and not i["accepted"] for i in insts):
-        return "valid_rejected"
-    if any(not i["valid"] and i["accepted"] for i in insts):
-        return "invalid_accepted"
+    counts = instance_counts(payload["instances"])
+    for bucket, count in (("engine_error", "engine_errors"), ("valid_rejected", "valid_rejected"),
+                          ("invalid_accepted", "invalid_accepted"), ("policy", "policy_rejected")):
+        if counts[count]:
+            return bucket
     return "pass"
 
 
-def replay(cfg: ReplayConfig, progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> Path:
-    for name in cfg.engines:
-        ENGINES.get(name)
-    tasks = load_replay_tasks(cfg)
-    from ..lm.default_model import default_model_path
-    from ..lm.llamacpp import load_tokenizer_view
+def build_row(engine: str, task: Task, status: str, payload: dict[str, Any], wall: float) -> dict[str, Any]:
+    """One result row: bucket, instance counts, compile and warm times, rejection details."""
+    row = {"engine": engine, "task_id": task.id, "group": group_of(task), "tags": task.tags,
+           "status": status, "bucket": bucket_of(status, payload), "wall_s": wall,
+           "n_valid": sum(1 for e in task.examples if e.valid),
+           "n_invalid": sum(1 for e in task.examples if not e.valid)}
+    if status != "done":
+        row.update(error=payload.get("error", ""), compile_status=status, phase=payload.get("phase"),
+                   cold_compile_s=payload.get("cold_compile_s"))
+        return row
+    row.update({k: payload.get(k) for k in ("compile_status", "compile_error", "cold_compile_s",
+                                            "warm_compile_s", "warm_note", "mask_us", "advance_us")})
+    insts = payload.get("instances") or []
+    row["instances"] = insts
+    row.update(instance_counts(insts))
+    policies = sorted({i["policy"] for i in insts if i.get("policy") and not i.get("error")})
+    row["policy"] = "policy:" + ",".join(policies) if policies else None
+    errors = [i["error"] for i in insts if i.get("error")]
+    row["error"] = errors[0] if errors else ""
+    row["tokens"] = len(payload.get("mask_us") or [])
+    return row
 
-    gguf = cfg.tokenizer or str(default_model_path())
-    tok = load_tokenizer_view(gguf)
-    t0 = time.perf_counter()
+
+def _encode(tasks: list[Task], tok: Any, differential: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every instance's token ids (and, for --differential, its token texts)."""
     encoded: dict[str, list[tuple[int, list[int], bool]]] = {}
     texts: dict[str, dict[int, list[str]]] = {}
     for task in tasks:
@@ -134,10 +170,13 @@ def replay(cfg: ReplayConfig, progress: Callable[[int, int, dict[str, Any]], Non
         for i, ex in enumerate(task.examples):
             ids = tok.encode(task.example_text(ex))
             encoded[task.id].append((i, ids, ex.valid))
-            if cfg.differential:
+            if differential:
                 texts[task.id][i] = [tok.view.token_bytes[t].decode("utf-8", "replace") for t in ids]
-    tokenize_s = time.perf_counter() - t0
+    return encoded, texts
 
+
+def _open_run(cfg: ReplayConfig, gguf: str) -> tuple[Path, set[tuple[str, str]]]:
+    """The run directory, and the (engine, schema) pairs a resumed replay has already done."""
     run_id = cfg.run_id or "replay-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(cfg.reports_dir) / run_id
     done: set[tuple[str, str]] = set()
@@ -147,6 +186,39 @@ def replay(cfg: ReplayConfig, progress: Callable[[int, int, dict[str, Any]], Non
         done = {(r["engine"], r["task_id"]) for r in read_rows(run_dir)}
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", {**cfg.__dict__, "run_id": run_id, "tokenizer": gguf})
+    return run_dir, done
+
+
+def _run_engine(cfg: ReplayConfig, name: str, gguf: str, todo: list[Task], encoded: dict[str, Any],
+                on_result: Callable[[str, str, dict[str, Any], float], None]) -> tuple[list[float], dict[str, Any]]:
+    """One engine's pool over its schemas still to do: worker start-up times and engine info."""
+    options = {"whitespace": cfg.whitespace, "strict": cfg.strict, "threads": cfg.engine_threads}
+    spec = WorkerSpec(engine=name, options=options, gguf_path=gguf,
+                      memory_bytes=int(cfg.memory_gb * (1 << 30)) if cfg.memory_gb else None)
+    pool = WorkerPool(spec, cfg.workers)
+    pool.start()
+    try:
+        jobs = ((t.id, Job(t, encoded[t.id], digests=cfg.differential)) for t in todo)
+        pool.run(jobs, cfg.timeout_s, on_result)
+    finally:
+        pool.close()
+    return pool.init_times, {**pool.info, "workers_replaced": pool.replaced, "replay_s": pool.run_s,
+                             "schemas": len(todo), "workers": cfg.workers}
+
+
+def replay(cfg: ReplayConfig, progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> Path:
+    for name in cfg.engines:
+        engine_class(name)  # an unknown engine fails here, before any work
+    tasks = load_replay_tasks(cfg)
+    from ..lm.default_model import default_model_path
+    from ..lm.llamacpp import load_tokenizer_view
+
+    gguf = cfg.tokenizer or str(default_model_path())
+    tok = load_tokenizer_view(gguf)
+    t0 = time.perf_counter()
+    encoded, texts = _encode(tasks, tok, cfg.differential)
+    tokenize_s = time.perf_counter() - t0
+    run_dir, done = _open_run(cfg, gguf)
     env = environment(REPO_ROOT)
     env.update({"tokenizer": gguf, "vocab_size": tok.view.vocab_size, "tokenize_s": tokenize_s, "tasks": len(tasks)})
     writer = RowWriter(run_dir)
@@ -155,49 +227,22 @@ def replay(cfg: ReplayConfig, progress: Callable[[int, int, dict[str, Any]], Non
     count = [len(done)]
     init_s: dict[str, list[float]] = {}
     engines_info: dict[str, Any] = {}
-    options = {"whitespace": cfg.whitespace, "strict": cfg.strict, "threads": cfg.engine_threads}
     try:
         for name in cfg.engines:
             todo = [t for t in tasks if (name, t.id) not in done]
             if not todo:
                 continue
-            spec = WorkerSpec(engine=name, options=options, gguf_path=gguf,
-                              memory_bytes=int(cfg.memory_gb * (1 << 30)) if cfg.memory_gb else None)
-            pool = WorkerPool(spec, cfg.workers)
-            pool.start()
 
             def on_result(key: str, status: str, payload: dict[str, Any], wall: float, name: str = name) -> None:
-                task = by_id[key]
-                row = {"engine": name, "task_id": key, "group": group_of(task), "tags": task.tags,
-                       "status": status, "bucket": bucket_of(status, payload), "wall_s": wall,
-                       "n_valid": sum(1 for e in task.examples if e.valid),
-                       "n_invalid": sum(1 for e in task.examples if not e.valid)}
-                if status == "done":
-                    row.update({k: payload.get(k) for k in ("compile_status", "compile_error", "cold_compile_s",
-                                                            "warm_compile_s", "mask_us", "advance_us")})
-                    insts = payload.get("instances") or []
-                    row["instances"] = insts
-                    row["valid_rejected"] = sum(1 for i in insts if i["valid"] and not i["accepted"])
-                    row["invalid_accepted"] = sum(1 for i in insts if not i["valid"] and i["accepted"])
-                    row["tokens"] = len(payload.get("mask_us") or [])
-                    if cfg.differential:
-                        row["token_texts"] = texts[key]
-                else:
-                    row["error"] = payload.get("error", "")
-                    row["compile_status"] = status
+                row = build_row(name, by_id[key], status, payload, wall)
+                if status == "done" and cfg.differential:
+                    row["token_texts"] = texts[key]
                 writer.append(row)
                 count[0] += 1
                 if progress:
                     progress(count[0], total, row)
 
-            try:
-                jobs = ((t.id, Job(t, encoded[t.id], digests=cfg.differential)) for t in todo)
-                pool.run(jobs, cfg.timeout_s, on_result)
-            finally:
-                pool.close()
-            init_s[name] = pool.init_times
-            engines_info[name] = {**pool.info, "workers_replaced": pool.replaced, "replay_s": pool.run_s,
-                                  "schemas": len(todo), "workers": cfg.workers}
+            init_s[name], engines_info[name] = _run_engine(cfg, name, gguf, todo, encoded, on_result)
     finally:
         writer.close()
     env.update({"engines": engines_info, "engine_init_s": init_s})

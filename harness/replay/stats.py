@@ -1,18 +1,26 @@
 """Replay statistics in MaskBench's conventions (ANCHORS.md §2.4, §5).
 
 Mask times are pooled over every token of every schema of an engine (token-weighted);
-compile percentiles are over schemas with timeouts counted at the cap; buckets are counted
-per schema. The differential oracle compares mask digests step by step between engines.
+cold compile percentiles are over schemas with compile timeouts counted at the cap; warm ones
+over the engine's compile-cache hits (none for an engine without a compile cache); buckets are
+counted per schema, and beside them the instance counts (valid rejected, invalid accepted,
+policy-refused) that a schema's one bucket would hide. The differential oracle compares mask digests step by step between engines.
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from itertools import combinations
 from typing import Any, Iterable
 
 import numpy as np
 
-BUCKETS = ["pass", "compile_error", "unsupported", "timeout", "crash", "oom", "valid_rejected", "invalid_accepted"]
+BUCKETS = ["pass", "policy", "compile_error", "unsupported", "timeout", "crash", "oom", "engine_error",
+           "valid_rejected", "invalid_accepted"]
+# Per-instance counts kept apart from the one bucket per schema (MaskBench reports validation and
+# invalidation errors apart): valid instances refused (bugs), invalid ones accepted, valid ones
+# refused only for the engine's policy. Shown as "instances (schemas)".
+COUNTS = [("valid_rejected", "valid rejected"), ("invalid_accepted", "invalid accepted"),
+          ("policy_rejected", "policy-refused")]
 MASK_PCTS = [25, 50, 75, 90, 95, 99, 99.9]
 COMPILE_PCTS = [50, 75, 90, 95, 99]
 
@@ -34,35 +42,66 @@ def compile_stats(values_s: list[float]) -> dict[str, float | None]:
     if not values_s:
         return {}
     a = np.asarray(values_s) * 1e6
-    out = {"mean": float(a.mean())}
+    out = {"n": int(a.size), "mean": float(a.mean())}
     for p, v in zip(COMPILE_PCTS, np.percentile(a, COMPILE_PCTS)):
         out[f"p{p}"] = float(v)
     out["max"] = float(a.max())
     return out
 
 
+def _cold_compile(row: dict[str, Any], timeout_s: float) -> float | None:
+    """A schema's cold compile for the percentiles: a compile that timed out counts at the cap
+    (or slow engines look fast); a compile that ended counts with its time, even if the replay
+    after it timed out or died; a compile that failed or died does not count."""
+    if row["bucket"] == "timeout" and row.get("phase") != "replay":
+        return timeout_s
+    if row.get("cold_compile_s") is not None and (row.get("compile_status") == "ok" or row.get("phase") == "replay"):
+        return row["cold_compile_s"]
+    return None
+
+
+def _add_counts(acc: dict[str, int], row: dict[str, Any]) -> None:
+    for key, _ in COUNTS:
+        n = row.get(key) or 0
+        acc[f"inst_{key}"] = acc.get(f"inst_{key}", 0) + n
+        acc[f"schemas_{key}"] = acc.get(f"schemas_{key}", 0) + (1 if n else 0)
+
+
 def engine_summary(rows: list[dict[str, Any]], timeout_s: float) -> dict[str, Any]:
     buckets = {b: 0 for b in BUCKETS}
+    counts: dict[str, int] = {}
     masks: list[float] = []
     cold: list[float] = []
     warm: list[float] = []
+    warm_notes: Counter[str] = Counter()
+    policies: Counter[str] = Counter()
+    errors: list[str] = []
     for r in rows:
         buckets[r["bucket"]] = buckets.get(r["bucket"], 0) + 1
+        _add_counts(counts, r)
         masks.extend(r.get("mask_us") or [])
-        if r["bucket"] == "timeout":
-            cold.append(timeout_s)  # counted at the cap, or slow engines look fast
-        elif r.get("cold_compile_s") is not None and r.get("compile_status") == "ok":
-            cold.append(r["cold_compile_s"])
-            if r.get("warm_compile_s") is not None:
-                warm.append(r["warm_compile_s"])
-    return {"schemas": len(rows), "buckets": buckets, "mask": mask_stats(masks),
-            "compile_cold_us": compile_stats(cold), "compile_warm_us": compile_stats(warm)}
+        c = _cold_compile(r, timeout_s)
+        if c is not None:
+            cold.append(c)
+        if r.get("warm_compile_s") is not None:
+            warm.append(r["warm_compile_s"])
+        elif r.get("compile_status") == "ok" and r.get("status") == "done":
+            warm_notes[r.get("warm_note") or "not measured"] += 1
+        if r.get("policy"):
+            policies[r["policy"]] += r.get("policy_rejected") or 0
+        if r["bucket"] == "engine_error" and len(errors) < 5:
+            errors.append(f"{r['task_id']}: {r.get('error', '')}"[:300])
+    return {"schemas": len(rows), "buckets": buckets, "counts": counts, "policies": dict(policies),
+            "mask": mask_stats(masks), "compile_cold_us": compile_stats(cold), "compile_warm_us": compile_stats(warm),
+            "warm_missing": dict(warm_notes), "engine_errors": errors}
 
 
 def per_group(rows: list[dict[str, Any]], key: str = "group") -> dict[str, dict[str, int]]:
+    """Buckets per group, with the instance counts (and schemas having any) beside them."""
     out: dict[str, dict[str, int]] = defaultdict(lambda: {b: 0 for b in BUCKETS})
     for r in rows:
-        out[r[key]][r["bucket"]] += 1
+        out[r[key]][r["bucket"]] = out[r[key]].get(r["bucket"], 0) + 1
+        _add_counts(out[r[key]], r)
     return dict(out)
 
 
@@ -108,33 +147,105 @@ def fmt_us(v: float | None) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
 
 
-def markdown(summary: dict[str, dict[str, Any]], groups: dict[str, dict[str, dict[str, int]]],
-             diff: list[dict[str, Any]], init_s: dict[str, list[float]]) -> str:
-    engines = list(summary)
-    lines = ["## Buckets per engine (schemas)", "", "| engine | schemas | " + " | ".join(BUCKETS) + " |",
-             "|---|---:|" + "---:|" * len(BUCKETS)]
-    for e in engines:
-        b = summary[e]["buckets"]
-        lines.append(f"| {e} | {summary[e]['schemas']} | " + " | ".join(str(b.get(x, 0)) for x in BUCKETS) + " |")
-    lines += ["", "## Mask time per token, µs (pooled over all tokens)", "",
-              "| engine | tokens | mean | p25 | p50 | p75 | p90 | p95 | p99 | p99.9 | max | >1 ms | >10 ms |",
-              "|---|---:|" + "---:|" * 11]
-    for e in engines:
-        m = summary[e]["mask"]
+def _count_cells(c: dict[str, int]) -> str:
+    return " | ".join(f"{c.get(f'inst_{k}', 0)} ({c.get(f'schemas_{k}', 0)})" for k, _ in COUNTS)
+
+
+_COUNT_HEAD = " | ".join(f"{label}: inst. (schemas)" for _, label in COUNTS)
+
+
+def _buckets_md(summary: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["## Buckets per engine (schemas) and instance counts", "",
+             "One bucket per schema, the first that applies: crash, oom, timeout, engine_error, unsupported, "
+             "compile_error, valid_rejected, invalid_accepted, policy, pass. The counts beside them are kept "
+             "apart whatever the bucket: valid instances refused (engine bugs), invalid instances accepted, "
+             "valid instances refused only for the engine's declared policy.", "",
+             "| engine | schemas | " + " | ".join(BUCKETS) + " | " + _COUNT_HEAD + " |",
+             "|---|---:|" + "---:|" * (len(BUCKETS) + len(COUNTS))]
+    for e, s in summary.items():
+        b = s["buckets"]
+        lines.append(f"| {e} | {s['schemas']} | " + " | ".join(str(b.get(x, 0)) for x in BUCKETS) +
+                     f" | {_count_cells(s.get('counts', {}))} |")
+    for e, s in summary.items():
+        if s.get("policies"):
+            lines.append(f"- {e}: policy refusals " + ", ".join(f"`{p}` {n}" for p, n in sorted(s["policies"].items())))
+        for err in s.get("engine_errors") or []:
+            lines.append(f"- {e}: engine_error {err}")
+    return lines
+
+
+def _mask_md(summary: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["", "## Mask time per token, µs (pooled over all tokens)", "",
+             "| engine | tokens | mean | p25 | p50 | p75 | p90 | p95 | p99 | p99.9 | max | >1 ms | >10 ms |",
+             "|---|---:|" + "---:|" * 11]
+    for e, s in summary.items():
+        m = s["mask"]
         if not m.get("tokens"):
             lines.append(f"| {e} | 0 |" + " – |" * 11)
             continue
         cells = [fmt_us(m[k]) for k in ["mean", "p25", "p50", "p75", "p90", "p95", "p99", "p99.9", "max"]]
         lines.append(f"| {e} | {m['tokens']:,} | " + " | ".join(cells) +
                      f" | {100 * m['over_1ms']:.2f}% | {100 * m['over_10ms']:.3f}% |")
-    lines += ["", "## Compile time per schema, µs (cold: timeouts at the cap; warm: second compile)", "",
-              "| engine | kind | mean | p50 | p75 | p90 | p95 | p99 | max |", "|---|---|" + "---:|" * 7]
-    for e in engines:
+    return lines
+
+
+def _compile_md(summary: dict[str, dict[str, Any]]) -> list[str]:
+    keys = ["mean", "p50", "p75", "p90", "p95", "p99", "max"]
+    lines = ["", "## Compile time per schema, µs", "",
+             "cold: every compiled schema, compile timeouts at the cap (a replay that timed out after its "
+             "compile counts with its compile time); warm: the same schema again through the engine's own "
+             "compile cache, timed after the verdict; n/a where the engine has no compile cache.", "",
+             "| engine | kind | schemas | mean | p50 | p75 | p90 | p95 | p99 | max |", "|---|---|" + "---:|" * 8]
+    for e, s in summary.items():
         for kind in ("cold", "warm"):
-            c = summary[e][f"compile_{kind}_us"]
+            c = s[f"compile_{kind}_us"]
             if c:
-                lines.append(f"| {e} | {kind} | " + " | ".join(fmt_us(c.get(k)) for k in
-                                                               ["mean", "p50", "p75", "p90", "p95", "p99", "max"]) + " |")
+                lines.append(f"| {e} | {kind} | {c.get('n', '')} | " + " | ".join(fmt_us(c.get(k)) for k in keys) + " |")
+        for note, n in sorted((s.get("warm_missing") or {}).items()):
+            lines.append(f"| {e} | warm | {n} | {note} |" + " |" * 6)
+    return lines
+
+
+def _groups_md(engines: list[str], groups: dict[str, dict[str, dict[str, int]]]) -> list[str]:
+    all_groups = sorted({g for e in groups for g in groups[e]})
+    lines = ["", "## Pass per group (passing schemas / schemas; vr, ia: valid instances rejected, "
+             "invalid instances accepted, when any)", "",
+             "| group | " + " | ".join(engines) + " |", "|---|" + "---:|" * len(engines)]
+    for g in all_groups:
+        cells = []
+        for e in engines:
+            b = groups.get(e, {}).get(g)
+            vr, ia = (b.get("inst_valid_rejected", 0), b.get("inst_invalid_accepted", 0)) if b else (0, 0)
+            extra = f" (vr {vr}, ia {ia})" if vr or ia else ""
+            cells.append(f"{b['pass']}/{sum(b[x] for x in BUCKETS)}{extra}" if b else "–")
+        lines.append(f"| {g} | " + " | ".join(cells) + " |")
+    lines += ["", "## Buckets per group", "", "| group | engine | " + " | ".join(BUCKETS) + " | " + _COUNT_HEAD + " |",
+              "|---|---|" + "---:|" * (len(BUCKETS) + len(COUNTS))]
+    for g in all_groups:
+        for e in engines:
+            b = groups.get(e, {}).get(g)
+            if b:
+                lines.append(f"| {g} | {e} | " + " | ".join(str(b.get(x, 0)) for x in BUCKETS) +
+                             f" | {_count_cells(b)} |")
+    return lines
+
+
+def _diff_md(diff: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "## Differential oracle (mask digests compared step by step)", "",
+             "| engines | instances | steps | instances differing | steps differing |", "|---|---:|---:|---:|---:|"]
+    for d in diff:
+        lines.append(f"| {d['engines']} | {d['instances']} | {d['steps']} | {d['instances_differing']} | {d['steps_differing']} |")
+    for d in diff:
+        for ex in d["examples"]:
+            lines.append(f"- {d['engines']}: {ex['task']} instance {ex['example']} step {ex['step']}: "
+                         f"after `{ex['before']!r}` next `{ex['next']!r}`")
+    return lines
+
+
+def markdown(summary: dict[str, dict[str, Any]], groups: dict[str, dict[str, dict[str, int]]],
+             diff: list[dict[str, Any]], init_s: dict[str, list[float]]) -> str:
+    engines = list(summary)
+    lines = _buckets_md(summary) + _mask_md(summary) + _compile_md(summary)
     lines += ["", "## One-time tokenizer preprocessing per engine worker, s", "",
               "| engine | workers started | mean s | max s |", "|---|---:|---:|---:|"]
     for e in engines:
@@ -142,29 +253,7 @@ def markdown(summary: dict[str, dict[str, Any]], groups: dict[str, dict[str, dic
         if t:
             lines.append(f"| {e} | {len(t)} | {np.mean(t):.2f} | {np.max(t):.2f} |")
     if groups:
-        all_groups = sorted({g for e in groups for g in groups[e]})
-        lines += ["", "## Pass per group (passing schemas / schemas)", "",
-                  "| group | " + " | ".join(engines) + " |", "|---|" + "---:|" * len(engines)]
-        for g in all_groups:
-            cells = []
-            for e in engines:
-                b = groups[e].get(g)
-                cells.append(f"{b['pass']}/{sum(b.values())}" if b else "–")
-            lines.append(f"| {g} | " + " | ".join(cells) + " |")
-        lines += ["", "## Buckets per group", "", "| group | engine | " + " | ".join(BUCKETS) + " |",
-                  "|---|---|" + "---:|" * len(BUCKETS)]
-        for g in sorted({g for e in groups for g in groups[e]}):
-            for e in engines:
-                b = groups[e].get(g)
-                if b:
-                    lines.append(f"| {g} | {e} | " + " | ".join(str(b[x]) for x in BUCKETS) + " |")
+        lines += _groups_md(engines, groups)
     if diff:
-        lines += ["", "## Differential oracle (mask digests compared step by step)", "",
-                  "| engines | instances | steps | instances differing | steps differing |", "|---|---:|---:|---:|---:|"]
-        for d in diff:
-            lines.append(f"| {d['engines']} | {d['instances']} | {d['steps']} | {d['instances_differing']} | {d['steps_differing']} |")
-        for d in diff:
-            for ex in d["examples"]:
-                lines.append(f"- {d['engines']}: {ex['task']} instance {ex['example']} step {ex['step']}: "
-                             f"after `{ex['before']!r}` next `{ex['next']!r}`")
+        lines += _diff_md(diff)
     return "\n".join(lines) + "\n"

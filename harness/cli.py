@@ -45,6 +45,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", help="hub dataset split: train, val or test (default test)")
     p.add_argument("--hub-cache", dest="hub_cache", help="Hugging Face cache directory for --dataset hub")
     p.add_argument("--offline", action="store_true", default=None, help="hub: read the local cache only")
+    p.add_argument("--bootstrap-resamples", dest="bootstrap_resamples", type=int,
+                   help="task-level bootstrap resamples for the summary's intervals")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
 
 

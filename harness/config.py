@@ -53,6 +53,7 @@ class RunConfig:
     hub_cache: str | None = None       # Hugging Face cache directory (default: the library's)
     offline: bool | None = None        # hub: read the cache only (default: HF_HUB_OFFLINE / CDBENCH_OFFLINE)
     bootstrap_seed: int = 0
+    bootstrap_resamples: int = 1000    # JSONSchemaBench's protocol: 100
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:

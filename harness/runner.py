@@ -240,6 +240,6 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
                             progress(done, total, row)
     finally:
         writer.close()
-    summary = summarize(run_dir, bootstrap_seed=cfg.bootstrap_seed)
-    write_summary(run_dir, summary, env)
+    summary = summarize(run_dir, bootstrap_seed=cfg.bootstrap_seed, n_resamples=cfg.bootstrap_resamples)
+    write_summary(run_dir, summary, env, cfg.bootstrap_resamples)
     return run_dir

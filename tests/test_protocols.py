@@ -81,6 +81,7 @@ def test_strict_formats(fmt, value, ok):
 def test_protocol_limits_apply_unless_flags_say_otherwise():
     cfg = build_config({}, {"protocol": "jsonschemabench"})
     assert (cfg.compile_timeout_s, cfg.generation_timeout_s, cfg.max_tokens) == (10.0, 60.0, 2048)
+    assert cfg.bootstrap_resamples == 100
     cfg = build_config({}, {"protocol": "jsonschemabench", "max_tokens": 64})
     assert cfg.max_tokens == 64 and cfg.compile_timeout_s == 10.0
     assert build_config({}, {}).compile_timeout_s == 5.0

@@ -58,7 +58,8 @@ PROTOCOLS: dict[str, Protocol] = {
     "cdbench": Protocol("cdbench", shots=0, force_draft=None, strict_formats=False),
     "jsonschemabench": Protocol(
         "jsonschemabench", shots=2, force_draft="2020-12", strict_formats=True,
-        settings={"compile_timeout_s": 10.0, "generation_timeout_s": 60.0, "max_tokens": 2048},
+        settings={"compile_timeout_s": 10.0, "generation_timeout_s": 60.0, "max_tokens": 2048,
+                  "bootstrap_resamples": 100},
     ),
 }
 

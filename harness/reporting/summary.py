@@ -117,7 +117,7 @@ def summarize_frame(df: pd.DataFrame, bootstrap_seed: int = 0, n_resamples: int 
     return pd.DataFrame(out)
 
 
-def summarize(run_dir: Path, bootstrap_seed: int = 0) -> pd.DataFrame:
+def summarize(run_dir: Path, bootstrap_seed: int = 0, n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
     rows = read_rows(run_dir)
     df = pd.DataFrame(rows)
     if df.empty:
@@ -128,7 +128,7 @@ def summarize(run_dir: Path, bootstrap_seed: int = 0) -> pd.DataFrame:
         df.to_parquet(run_dir / "results.parquet", index=False)
     except Exception as exc:  # pyarrow missing or a column it cannot type: keep the CSV, say so
         (run_dir / "results.parquet.error").write_text(f"{type(exc).__name__}: {exc}\n")
-    return summarize_frame(df, bootstrap_seed)
+    return summarize_frame(df, bootstrap_seed, n_resamples)
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -171,14 +171,14 @@ def summary_table(s: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(run_dir: Path, s: pd.DataFrame, env: dict[str, Any]) -> str:
+def write_summary(run_dir: Path, s: pd.DataFrame, env: dict[str, Any], n_resamples: int = N_RESAMPLES) -> str:
     model = env.get("model", {})
     text = [
         f"# cdbench run {run_dir.name}\n",
         f"Model: {model.get('model')} (sha256 {str(model.get('model_sha256'))[:16]}…), "
         f"LM threads {model.get('lm_threads')}; CPU: {env.get('cpu_model')}\n",
         "Coverage and compliance: the mean over cases (task x seed); in summary.csv also the median "
-        f"and standard error (`_std`) of {N_RESAMPLES} seeded bootstrap resamples of tasks (all seeds of a "
+        f"and standard error (`_std`) of {n_resamples} seeded bootstrap resamples of tasks (all seeds of a "
         "task drawn together). Declared coverage = compile ok; empirical coverage = valid output over all "
         "cases; compliance = valid output over compiled cases. Skipped cases (prompt + max_tokens over "
         "the LM's context: a harness limit) are counted in `skipped` and left out of every metric. "

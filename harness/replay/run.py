@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..reporting.writer import RowWriter, read_rows, write_json
 from ..tasks.task import Task
 from .pool import WorkerPool
-from .stats import differential, engine_summary, markdown, per_group
+from .stats import BUCKET_PRECEDENCE, differential, engine_summary, markdown, per_group
 from .worker import Job, WorkerSpec, engine_class
 
 
@@ -100,18 +100,14 @@ def group_of(task: Task) -> str:
     return task.source.split(":", 1)[-1]
 
 
-# One bucket per schema, the first that applies in this order (README, Replay): the worker gave
-# no verdict (crash, oom, timeout), an engine call raised (engine_error), the schema did not
-# compile (unsupported, compile_error), a valid instance refused even in the engine's own policy
-# (valid_rejected), an invalid instance accepted (invalid_accepted), a valid instance refused
-# only for the engine's policy (policy), else pass. Every row keeps the instance counts apart.
-BUCKET_PRECEDENCE = ["crash", "oom", "timeout", "engine_error", "unsupported", "compile_error",
-                     "valid_rejected", "invalid_accepted", "policy", "pass"]
+# The instance-level buckets and the per-instance count that puts a schema in each.
+INSTANCE_COUNT_OF = {"engine_error": "engine_errors", "valid_rejected": "valid_rejected",
+                     "invalid_accepted": "invalid_accepted", "policy": "policy_rejected"}
 
 
 def instance_counts(insts: list[dict[str, Any]]) -> dict[str, int]:
     """Valid instances refused (bugs, policy ones apart), invalid ones accepted, engine errors."""
-    out = {"valid_rejected": 0, "invalid_accepted": 0, "policy_rejected": 0, "engine_errors": 0}
+    out = dict.fromkeys(INSTANCE_COUNT_OF.values(), 0)
     for i in insts:
         if i.get("error"):
             out["engine_errors"] += 1
@@ -130,11 +126,7 @@ def bucket_of(status: str, payload: dict[str, Any]) -> str:
     if payload["compile_status"] != "ok":
         return "compile_error"
     counts = instance_counts(payload["instances"])
-    for bucket, count in (("engine_error", "engine_errors"), ("valid_rejected", "valid_rejected"),
-                          ("invalid_accepted", "invalid_accepted"), ("policy", "policy_rejected")):
-        if counts[count]:
-            return bucket
-    return "pass"
+    return next((b for b in BUCKET_PRECEDENCE if counts.get(INSTANCE_COUNT_OF.get(b, ""))), "pass")
 
 
 def build_row(engine: str, task: Task, status: str, payload: dict[str, Any], wall: float) -> dict[str, Any]:

@@ -14,6 +14,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
+# One bucket per schema, the first that applies in this order (README, Replay): the worker gave
+# no verdict (crash, oom, timeout), an engine call raised (engine_error), the schema did not
+# compile (unsupported, compile_error), a valid instance refused even in the engine's own policy
+# (valid_rejected), an invalid instance accepted (invalid_accepted), a valid instance refused
+# only for the engine's policy (policy), else pass. Every row keeps the instance counts apart.
+BUCKET_PRECEDENCE = ["crash", "oom", "timeout", "engine_error", "unsupported", "compile_error",
+                     "valid_rejected", "invalid_accepted", "policy", "pass"]
 BUCKETS = ["pass", "policy", "compile_error", "unsupported", "timeout", "crash", "oom", "engine_error",
            "valid_rejected", "invalid_accepted"]
 # Per-instance counts kept apart from the one bucket per schema (MaskBench reports validation and
@@ -156,8 +163,8 @@ _COUNT_HEAD = " | ".join(f"{label}: inst. (schemas)" for _, label in COUNTS)
 
 def _buckets_md(summary: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["## Buckets per engine (schemas) and instance counts", "",
-             "One bucket per schema, the first that applies: crash, oom, timeout, engine_error, unsupported, "
-             "compile_error, valid_rejected, invalid_accepted, policy, pass. The counts beside them are kept "
+             "One bucket per schema, the first that applies: " + ", ".join(BUCKET_PRECEDENCE) + ". "
+             "The counts beside them are kept "
              "apart whatever the bucket: valid instances refused (engine bugs), invalid instances accepted, "
              "valid instances refused only for the engine's declared policy.", "",
              "| engine | schemas | " + " | ".join(BUCKETS) + " | " + _COUNT_HEAD + " |",

@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..compiling import STATUSES
+from ..samplers.base import FINISH_REASONS
 from .writer import read_rows
 
-STATUSES = ["ok", "unsupported", "error", "timeout", "crash", "oom"]
-FINISHES = ["eos", "max_tokens", "forced_stop", "dead_end", "timeout", "error", "not_run"]
+FINISHES = [*FINISH_REASONS, "not_run"]  # not_run: nothing compiled, so no generation
 SKIPPED = "skipped"
 METRICS = ["declared_coverage", "empirical_coverage", "compliance"]
 N_RESAMPLES = 1000
@@ -166,7 +167,7 @@ def summary_table(s: pd.DataFrame) -> str:
     for _, r in s.iterrows():
         cells = [_cell(r, c, d) for c, _, d in cols]
         status = "/".join(str(r[f"compile_{x}"]) for x in STATUSES)
-        finish = "/".join(str(r[f"finish_{x}"]) for x in ["eos", "max_tokens", "forced_stop", "dead_end", "timeout", "error"])
+        finish = "/".join(str(r[f"finish_{x}"]) for x in FINISH_REASONS)
         lines.append("| " + " | ".join(cells) + f" | {status} | {finish} |")
     return "\n".join(lines) + "\n"
 

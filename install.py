@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO))
+from harness.environment import compiled_features, cpu_flags  # noqa: E402 - stdlib only, before any install
+
 CONSTRAINTS = REPO / "constraints.txt"
 
 # Portable x86-64 build: AVX2 level, nothing newer (no AVX-512, no AMX).
@@ -42,8 +45,8 @@ PORTABLE_X86 = [
 ]
 PORTABLE_OTHER = ["-DGGML_NATIVE=OFF"]
 NATIVE = ["-DGGML_NATIVE=ON"]
-# Instructions a portable build must not use: seen in llama.cpp's system-info line.
-NOT_PORTABLE = re.compile(r"\b(AVX512\w*|AMX\w*)\s*=\s*1")
+# Instructions a portable build must not use, as llama.cpp's system-info line names them.
+NOT_PORTABLE = re.compile(r"^(AVX512\w*|AMX\w*)$")
 
 
 def cmake_args(native: bool) -> list[str]:
@@ -52,14 +55,9 @@ def cmake_args(native: bool) -> list[str]:
     return PORTABLE_X86 if platform.machine() in ("x86_64", "AMD64") else PORTABLE_OTHER
 
 
-def cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return " ".join(sorted(line.split(":", 1)[1].split()))
-    except OSError:
-        pass
-    return platform.processor()
+def non_portable(system_info: str) -> list[str]:
+    """The compiled-in features of a system-info line that a portable build must not have."""
+    return [f for f in compiled_features(system_info) if NOT_PORTABLE.match(f)]
 
 
 def pinned(name: str) -> str:
@@ -74,7 +72,7 @@ def build_key(version: str, args: list[str], native: bool) -> str:
     """Directory name of a wheel in the store: what the wheel's machine code depends on."""
     parts = [version, sys.version, platform.machine(), " ".join(args)]
     if native:
-        parts.append(cpu_flags())
+        parts.append(" ".join(cpu_flags()) or platform.processor())
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     return f"{version}-{'native' if native else 'portable'}-{digest}"
 
@@ -122,7 +120,7 @@ def check_build(python: str, native: bool) -> None:
     code = "import llama_cpp; print(llama_cpp.llama_print_system_info().decode())"
     info = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     print(f"install.py: llama.cpp system info: {info}", flush=True)
-    bad = sorted(set(NOT_PORTABLE.findall(info)))
+    bad = non_portable(info)
     if bad and not native:
         raise SystemExit(f"install.py: the installed llama.cpp uses {', '.join(bad)}: not a portable build")
 

@@ -22,28 +22,37 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def cpu_model() -> str:
+def _cpuinfo(*keys: str) -> str | None:
+    """The value of the first /proc/cpuinfo line that starts with one of `keys`."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(keys):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    """Every flag the CPU reports (x86 'flags', Arm 'Features'), sorted; [] where unknown."""
+    return sorted((_cpuinfo("flags", "Features") or "").split())
 
 
 SIMD_FLAG = re.compile(r"^(avx\w*|amx\w*|fma|f16c|bmi2|sse4_2|neon|sve\w*)$")
 
 
 def cpu_simd_flags() -> list[str]:
-    """The CPU's vector-instruction flags (avx2, avx512*, amx_* ...) from /proc/cpuinfo."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return sorted(f for f in line.split(":", 1)[1].split() if SIMD_FLAG.match(f))
-    except OSError:
-        pass
-    return []
+    """The CPU's vector-instruction flags (avx2, avx512*, amx_* ...)."""
+    return [f for f in cpu_flags() if SIMD_FLAG.match(f)]
+
+
+def compiled_features(system_info: str) -> list[str]:
+    """The features llama.cpp's system-info line sets to 1 (AVX2, AVX512, AMX_INT8 ...), sorted."""
+    return sorted({m.group(1) for m in re.finditer(r"(\w+)\s*=\s*1\b", system_info)})
 
 
 def llama_cpp_build() -> dict[str, Any] | None:
@@ -58,8 +67,7 @@ def llama_cpp_build() -> dict[str, Any] | None:
         info = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
     except Exception:  # noqa: BLE001 - not installed, or an older binding
         return None
-    features = sorted({m.group(1) for m in re.finditer(r"(\w+)\s*=\s*1\b", info)})
-    return {"system_info": info, "features": features}
+    return {"system_info": info, "features": compiled_features(info)}
 
 
 def git_commit(repo: Path) -> str | None:

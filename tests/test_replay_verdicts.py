@@ -59,14 +59,22 @@ class _HangingMatcher(LLGuidanceMatcher):
             time.sleep(1)
 
 
-class ReplayHangEngine(LLGuidanceEngine):
-    """Compiles normally, then hangs in the first mask: a time-out of the replay, not the compile."""
+class _MatcherSwapEngine(LLGuidanceEngine):
+    """llguidance with every matcher made as `matcher_class` (a faulty one)."""
+
+    matcher_class = LLGuidanceMatcher
 
     def _compile(self, task):
         compiled = super()._compile(task)
-        fresh = compiled.matcher
-        compiled.matcher = lambda: _HangingMatcher(fresh()._m, self.tokenizer.eos_id)
+        fresh, cls = compiled.matcher, self.matcher_class
+        compiled.matcher = lambda: cls(fresh()._m, self.tokenizer.eos_id)
         return compiled
+
+
+class ReplayHangEngine(_MatcherSwapEngine):
+    """Compiles normally, then hangs in the first mask: a time-out of the replay, not the compile."""
+
+    matcher_class = _HangingMatcher
 
 
 class _RaisingMatcher(LLGuidanceMatcher):
@@ -74,14 +82,10 @@ class _RaisingMatcher(LLGuidanceMatcher):
         raise ValueError("engine blew up in advance")
 
 
-class RaisingEngine(LLGuidanceEngine):
+class RaisingEngine(_MatcherSwapEngine):
     """A Python exception inside an engine call during replay (the process stays alive)."""
 
-    def _compile(self, task):
-        compiled = super()._compile(task)
-        fresh = compiled.matcher
-        compiled.matcher = lambda: _RaisingMatcher(fresh()._m, self.tokenizer.eos_id)
-        return compiled
+    matcher_class = _RaisingMatcher
 
 
 class _NoSevenMatcher(LLGuidanceMatcher):

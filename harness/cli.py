@@ -178,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rep.add_argument("--tokenizer", help="GGUF whose vocabulary to use (default: the default model's)")
     p_rep.add_argument("--whitespace", choices=["compact", "flexible"])
     p_rep.add_argument("--engine-threads", dest="engine_threads", type=int)
+    p_rep.add_argument("--compile-cache", dest="compile_cache", choices=["cold", "shared"],
+                       help="cold (default): empty the engine's compile cache before every schema; shared: keep it "
+                            "across schemas, as a server and MaskBench's runner do (xgrammar; order-dependent)")
     p_rep.add_argument("--differential", action="store_true", default=None, help="compare masks across engines")
     p_rep.add_argument("--reports-dir", dest="reports_dir")
     p_rep.add_argument("--run-id", dest="run_id")

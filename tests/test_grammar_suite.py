@@ -233,7 +233,7 @@ def test_outlines_core_known_bug_minimal():
 def test_llamacpp_gbnf_parses(name, gguf_tok):
     import llama_cpp
 
-    smpl = llama_cpp.llama_sampler_init_grammar(gguf_tok._llama._model.vocab, _load(name)["gbnf"].encode(), b"root")
+    smpl = llama_cpp.llama_sampler_init_grammar(gguf_tok.model()._model.vocab, _load(name)["gbnf"].encode(), b"root")
     assert smpl, f"{name}: llama.cpp could not parse grammar.gbnf"
     llama_cpp.llama_sampler_free(smpl)
 

@@ -136,14 +136,21 @@ class EngineOptions:
     strict: JSON-schema strictness (xgrammar strict_mode: no extra properties / items
     unless the schema allows them explicitly); engines without the notion record it as-is.
     threads: compile/mask threads inside the engine (1, as in MaskBench).
+    compile_cache: "cold" empties an engine's compile cache before every compile, so each
+    compile time stands alone and does not depend on the schemas before it; "shared" keeps one
+    long-lived compiler per worker whose cache carries over from schema to schema, as in a
+    server and in MaskBench's own runner (xgrammar reuses compiled rules across schemas, so
+    its times then depend on the order of the schemas). Engines without a cache ignore it.
     """
 
     whitespace: str = "compact"
     strict: bool = True
     threads: int = 1
+    compile_cache: str = "cold"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"whitespace": self.whitespace, "strict": self.strict, "threads": self.threads}
+        return {"whitespace": self.whitespace, "strict": self.strict, "threads": self.threads,
+                "compile_cache": self.compile_cache}
 
 
 class ConstraintEngine:

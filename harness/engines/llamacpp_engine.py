@@ -144,7 +144,7 @@ class LlamaCppGrammarEngine(ConstraintEngine):
         self._gguf = load_tokenizer_view(tokenizer.gguf_path)
         if self._gguf.view.token_bytes != tokenizer.token_bytes:
             raise CompileError("GGUF vocabulary differs from the model's tokenizer view")
-        self.vocab_ptr = self._gguf._llama._model.vocab
+        self.vocab_ptr = self._gguf.model()._model.vocab
         allowed = np.ones(tokenizer.vocab_size, dtype=bool)
         allowed[list(tokenizer.special_ids)] = False
         allowed[tokenizer.eos_id] = True  # the one stop token every engine shares

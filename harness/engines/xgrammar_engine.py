@@ -81,10 +81,11 @@ class XGrammarEngine(ConstraintEngine):
             stop_token_ids=[tokenizer.eos_id],
             add_prefix_space=False,
         )
-        # A fresh compiler per schema would re-pay tokenizer preprocessing. Its cache is emptied
-        # before every compile, so each compile is cold (no reuse across schemas, as MaskBench and
-        # JSB measure it: 58 compiles of Github_easy took 0.98x the time of a cache_enabled=False
-        # compiler), and the cache then holds just that schema: a repeat is the warm compile.
+        # One compiler per engine (a fresh one per schema would re-pay tokenizer preprocessing).
+        # compile_cache "cold": its cache is emptied before every compile, so no compile reuses
+        # another schema's rules, and the cache then holds just that schema (a repeat is the warm
+        # compile). "shared": never emptied, as in a server and in MaskBench's runner, whose
+        # compiler keeps the rules of every schema it compiled before.
         self._compiler = xgr.GrammarCompiler(self._info, max_threads=self.options.threads, cache_enabled=True)
         self._cached_key: str | None = None
 
@@ -96,11 +97,17 @@ class XGrammarEngine(ConstraintEngine):
         s.update({"any_whitespace": self.options.whitespace == "flexible", "strict_mode": self.options.strict,
                   "separators": None if self.options.whitespace == "flexible" else [",", ":"],
                   "any_order": False, "property_order": "declared",
-                  "cache": "emptied before every compile (cold); warm = a repeat of the same schema"})
+                  "cache": ("emptied before every compile (cold)" if self._cold else
+                            "kept across schemas (shared, order-dependent)") + "; warm = a repeat of the same schema"})
         return s
 
+    @property
+    def _cold(self) -> bool:
+        return self.options.compile_cache == "cold"
+
     def _compile(self, task: Task) -> XGrammarCompiled:
-        self._compiler.clear_cache()
+        if self._cold:
+            self._compiler.clear_cache()
         self._cached_key = None
         compiled = self._compile_with(self._compiler, task)
         self._cached_key = self._key(task)

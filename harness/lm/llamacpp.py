@@ -6,7 +6,6 @@ tokens, so branching samplers pay only for the tokens that differ.
 """
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 from functools import lru_cache
@@ -17,10 +16,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .base import TokenizerView, log_softmax
-
-# Control-token attribute bits in llama.cpp's llama_token_attr.
-_ATTR_CONTROL = 1 << 3
-_ATTR_UNKNOWN = 1 << 0
+from .gguf_vocab import read_vocabulary
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -60,60 +56,45 @@ def load_tokenizer_view(path: str) -> "GGUFTokenizer":
 
 
 class GGUFTokenizer:
-    """The vocabulary of a GGUF file, read through llama.cpp in vocab-only mode."""
+    """The vocabulary of a GGUF file (gguf_vocab: read through llama.cpp once, then cached on
+    disk); llama.cpp's own tokenizer is loaded (vocab-only) on first use, so a process that only
+    needs token bytes (a replay worker, an engine) never loads it."""
 
     def __init__(self, path: str, llama: Any = None) -> None:
         check_model_path(path)
-        llama_cpp = _import_llama()
         self.path = path
-        if llama is None:
-            llama = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
         self._llama = llama
-        vocab = llama._model.vocab
-        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
-        buf = ctypes.create_string_buffer(512)
-        pieces: list[bytes] = []
-        special: set[int] = set()
-        eog: set[int] = set()
-        for tok in range(n_vocab):
-            if llama_cpp.llama_vocab_is_eog(vocab, tok):
-                eog.add(tok)
-            attr = llama_cpp.llama_vocab_get_attr(vocab, tok)
-            if attr & (_ATTR_CONTROL | _ATTR_UNKNOWN) or llama_cpp.llama_vocab_is_eog(vocab, tok):
-                special.add(tok)
-                pieces.append(b"")
-                continue
-            n = llama_cpp.llama_token_to_piece(vocab, tok, buf, len(buf), 0, False)
-            if n < 0:
-                big = ctypes.create_string_buffer(-n)
-                n = llama_cpp.llama_token_to_piece(vocab, tok, big, len(big), 0, False)
-                pieces.append(big.raw[:n])
-            else:
-                pieces.append(buf.raw[:n])
-        eot = llama_cpp.llama_vocab_eot(vocab)
-        eos = llama_cpp.llama_vocab_eos(vocab)
+        vocab = read_vocabulary(path, self.model)
         # Chat models end an answer with end-of-turn; that is the stop token engines share.
-        stop = eot if eot >= 0 else eos
-        bos = llama_cpp.llama_vocab_bos(vocab)
+        stop = vocab.eot if vocab.eot >= 0 else vocab.eos
         self.view = TokenizerView(
-            token_bytes=tuple(pieces),
+            token_bytes=vocab.token_bytes,
             eos_id=int(stop),
-            special_ids=frozenset(special),
-            bos_id=int(bos) if bos >= 0 else None,
+            special_ids=vocab.special,
+            bos_id=vocab.bos if vocab.bos >= 0 else None,
             name=Path(path).name,
             gguf_path=path,
-            encoder=lambda data: llama.tokenize(data, add_bos=False, special=False),
-            stop_ids=frozenset(eog - {int(stop)}),
+            encoder=self._tokenize,
+            stop_ids=frozenset(vocab.eog - {int(stop)}),
         )
-        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
-        self.metadata: dict[str, str] = dict(llama.metadata)
+        self.add_bos = vocab.add_bos
+        self.metadata: dict[str, str] = vocab.metadata
+
+    def model(self) -> Any:
+        """llama.cpp's model object (vocab-only unless given), loaded on first use."""
+        if self._llama is None:
+            self._llama = _import_llama().Llama(model_path=self.path, vocab_only=True, verbose=False)
+        return self._llama
+
+    def _tokenize(self, data: bytes) -> list[int]:
+        return self.model().tokenize(data, add_bos=False, special=False)
 
     def encode(self, text: str) -> list[int]:
-        return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        return self.model().tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
     def encode_special(self, text: str) -> list[int]:
         """Tokenize text that contains control-token markup (chat templates)."""
-        return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return self.model().tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
         """Render with the GGUF's own chat template.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterable, Iterator
 
+from ..errors import ConfigError
 from .worker import Job, WorkerSpec, worker_main
 
 _CTX = mp.get_context("spawn")  # a clean interpreter: no inherited threads or engine state
@@ -45,6 +46,10 @@ def classify_exit(exitcode: int | None) -> tuple[str, str]:
     return "crash", f"worker exited with status {exitcode}"
 
 
+class EngineStartError(ConfigError):
+    """No worker of an engine could start (not installed, bad vocabulary, died at start-up): one line, exit 2."""
+
+
 class WorkerPool:
     def __init__(self, spec: WorkerSpec, workers: int = 1, init_timeout_s: float = 300.0) -> None:
         self.spec = spec
@@ -55,6 +60,7 @@ class WorkerPool:
         self.replaced = 0
         self.run_s = 0.0  # wall time spent serving jobs, start-up excluded
         self._workers: list[_Worker] = []
+        self._launched: list[tuple[Any, Connection]] = []
 
     def _launch(self) -> tuple[Any, Connection]:
         parent, child = _CTX.Pipe()
@@ -67,34 +73,52 @@ class WorkerPool:
         proc, parent = launched or self._launch()
         if not parent.poll(self.init_timeout_s):
             proc.kill()
-            raise RuntimeError(f"engine '{self.spec.engine}' worker did not start within {self.init_timeout_s:g} s")
+            raise EngineStartError(f"engine '{self.spec.engine}' worker did not start within {self.init_timeout_s:g} s")
         try:
             kind, payload = parent.recv()
         except EOFError:
             proc.join(5)
-            raise RuntimeError(f"engine '{self.spec.engine}' worker died while starting ({classify_exit(proc.exitcode)[1]})")
+            raise EngineStartError(f"engine '{self.spec.engine}' worker died while starting ({classify_exit(proc.exitcode)[1]})")
         if kind != "ready":
             proc.join(5)
-            raise RuntimeError(f"engine '{self.spec.engine}' could not start: {payload}")
+            raise EngineStartError(f"engine '{self.spec.engine}' could not start: {payload}")
         self.init_times.append(payload["init_s"])
         self.info = {"version": payload["version"], "settings": payload["settings"]}
         return _Worker(proc, parent)
 
+    def launch(self) -> None:
+        """Start every worker process at once and return: their start-up (imports, vocabulary,
+        tokenizer preprocessing) runs while the caller prepares the jobs."""
+        if not self._launched:
+            self._launched = [self._launch() for _ in range(self.size)]
+
     def start(self) -> None:
-        """Start every worker at once (their start-up runs in parallel), then wait for each."""
-        launched = [self._launch() for _ in range(self.size)]
-        self._workers = [self._spawn(x) for x in launched]
+        """Launch the workers if not yet launched, then wait until each is ready."""
+        self.launch()
+        launched, self._launched = self._launched, []
+        try:
+            self._workers = [self._spawn(x) for x in launched]
+        except Exception:
+            for proc, _ in launched:
+                proc.kill()
+            raise
 
     def close(self) -> None:
+        for proc, _ in self._launched:  # launched, never waited for
+            proc.kill()
+        self._launched = []
         for w in self._workers:
             try:
                 w.conn.send(None)
             except (OSError, BrokenPipeError):
                 pass
         for w in self._workers:
-            w.proc.join(2)
+            # A worker keeps nothing worth saving; its interpreter's teardown (torch's, for
+            # xgrammar) takes about 0.5 s, so it is not waited for.
+            w.proc.join(0.05)
             if w.proc.is_alive():
                 w.proc.kill()
+            w.proc.join(1)
         self._workers = []
 
     def _replace(self, w: _Worker) -> None:

@@ -24,7 +24,7 @@ from ..reporting.writer import RowWriter, read_rows, write_json
 from ..tasks.task import Task
 from .pool import WorkerPool
 from .stats import BUCKET_PRECEDENCE, differential, engine_summary, markdown, per_group
-from .worker import Job, WorkerSpec, engine_class
+from .worker import Job, WorkerSpec, check_engine_name
 
 
 @dataclass
@@ -44,6 +44,7 @@ class ReplayConfig:
     whitespace: str = "compact"
     strict: bool = True
     engine_threads: int = 1
+    compile_cache: str = "cold"        # cold | shared (EngineOptions.compile_cache)
     differential: bool = False
     reports_dir: str = "reports"
     run_id: str | None = None
@@ -181,15 +182,19 @@ def _open_run(cfg: ReplayConfig, gguf: str) -> tuple[Path, set[tuple[str, str]]]
     return run_dir, done
 
 
-def _run_engine(cfg: ReplayConfig, name: str, gguf: str, todo: list[Task], encoded: dict[str, Any],
-                on_result: Callable[[str, str, dict[str, Any], float], None]) -> tuple[list[float], dict[str, Any]]:
-    """One engine's pool over its schemas still to do: worker start-up times and engine info."""
-    options = {"whitespace": cfg.whitespace, "strict": cfg.strict, "threads": cfg.engine_threads}
+def _pool(cfg: ReplayConfig, name: str, gguf: str) -> WorkerPool:
+    options = {"whitespace": cfg.whitespace, "strict": cfg.strict, "threads": cfg.engine_threads,
+               "compile_cache": cfg.compile_cache}
     spec = WorkerSpec(engine=name, options=options, gguf_path=gguf,
                       memory_bytes=int(cfg.memory_gb * (1 << 30)) if cfg.memory_gb else None)
-    pool = WorkerPool(spec, cfg.workers)
-    pool.start()
+    return WorkerPool(spec, cfg.workers)
+
+
+def _run_engine(cfg: ReplayConfig, pool: WorkerPool, todo: list[Task], encoded: dict[str, Any],
+                on_result: Callable[[str, str, dict[str, Any], float], None]) -> tuple[list[float], dict[str, Any]]:
+    """One engine's pool over its schemas still to do: worker start-up times and engine info."""
     try:
+        pool.start()
         jobs = ((t.id, Job(t, encoded[t.id], digests=cfg.differential)) for t in todo)
         pool.run(jobs, cfg.timeout_s, on_result)
     finally:
@@ -200,31 +205,47 @@ def _run_engine(cfg: ReplayConfig, name: str, gguf: str, todo: list[Task], encod
 
 def replay(cfg: ReplayConfig, progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> Path:
     for name in cfg.engines:
-        engine_class(name)  # an unknown engine fails here, before any work
+        check_engine_name(name)  # an unknown engine fails here, before any work
     tasks = load_replay_tasks(cfg)
     from ..lm.default_model import default_model_path
-    from ..lm.llamacpp import load_tokenizer_view
+    from ..lm.llamacpp import check_model_path, load_tokenizer_view
 
     gguf = cfg.tokenizer or str(default_model_path())
-    tok = load_tokenizer_view(gguf)
-    t0 = time.perf_counter()
-    encoded, texts = _encode(tasks, tok, cfg.differential)
-    tokenize_s = time.perf_counter() - t0
+    check_model_path(gguf)
     run_dir, done = _open_run(cfg, gguf)
-    env = environment(REPO_ROOT)
-    env.update({"tokenizer": gguf, "vocab_size": tok.view.vocab_size, "tokenize_s": tokenize_s, "tasks": len(tasks)})
+    todo = {name: [t for t in tasks if (name, t.id) not in done] for name in cfg.engines}
+    pools = {name: _pool(cfg, name, gguf) for name in cfg.engines if todo[name]}
+    if pools:
+        next(iter(pools.values())).launch()  # the first engine's workers start up while we tokenize
+    try:
+        tok = load_tokenizer_view(gguf)
+        t0 = time.perf_counter()
+        encoded, texts = _encode(tasks, tok, cfg.differential)
+        env = environment(REPO_ROOT)
+        env.update({"tokenizer": gguf, "vocab_size": tok.view.vocab_size, "tasks": len(tasks),
+                    "tokenize_s": time.perf_counter() - t0})
+        init_s, engines_info = _run_pools(cfg, pools, todo, tasks, encoded, texts, len(done), run_dir, progress)
+    finally:
+        for pool in pools.values():
+            pool.close()
+    env.update({"engines": engines_info, "engine_init_s": init_s})
+    write_json(run_dir / "environment.json", env)
+    write_replay_report(run_dir, cfg, init_s)
+    return run_dir
+
+
+def _run_pools(cfg: ReplayConfig, pools: dict[str, WorkerPool], todo: dict[str, list[Task]], tasks: list[Task],
+               encoded: dict[str, Any], texts: dict[str, Any], n_done: int, run_dir: Path,
+               progress: Callable[[int, int, dict[str, Any]], None] | None) -> tuple[dict, dict]:
+    """Each engine's pool in turn; every result becomes a row appended to the journal at once."""
     writer = RowWriter(run_dir)
     by_id = {t.id: t for t in tasks}
     total = len(tasks) * len(cfg.engines)
-    count = [len(done)]
+    count = [n_done]
     init_s: dict[str, list[float]] = {}
     engines_info: dict[str, Any] = {}
     try:
-        for name in cfg.engines:
-            todo = [t for t in tasks if (name, t.id) not in done]
-            if not todo:
-                continue
-
+        for name, pool in pools.items():
             def on_result(key: str, status: str, payload: dict[str, Any], wall: float, name: str = name) -> None:
                 row = build_row(name, by_id[key], status, payload, wall)
                 if status == "done" and cfg.differential:
@@ -234,13 +255,10 @@ def replay(cfg: ReplayConfig, progress: Callable[[int, int, dict[str, Any]], Non
                 if progress:
                     progress(count[0], total, row)
 
-            init_s[name], engines_info[name] = _run_engine(cfg, name, gguf, todo, encoded, on_result)
+            init_s[name], engines_info[name] = _run_engine(cfg, pool, todo[name], encoded, on_result)
     finally:
         writer.close()
-    env.update({"engines": engines_info, "engine_init_s": init_s})
-    write_json(run_dir / "environment.json", env)
-    write_replay_report(run_dir, cfg, init_s)
-    return run_dir
+    return init_s, engines_info
 
 
 def write_replay_report(run_dir: Path, cfg: ReplayConfig, init_s: dict[str, list[float]]) -> str:
@@ -253,7 +271,7 @@ def write_replay_report(run_dir: Path, cfg: ReplayConfig, init_s: dict[str, list
     diff = differential(by_engine) if cfg.differential else []
     text = f"# cdbench replay {run_dir.name}\n\nsource {cfg.source}, {len(rows)} rows; " \
            f"time limit {cfg.timeout_s:g} s, memory limit {cfg.memory_gb:g} GiB, {cfg.workers} worker(s), " \
-           f"engine threads {cfg.engine_threads}\n\n" + markdown(summary, groups, diff, init_s)
+           f"engine threads {cfg.engine_threads}, compile cache {cfg.compile_cache}\n\n" + markdown(summary, groups, diff, init_s)
     (run_dir / "summary.md").write_text(text, encoding="utf-8")
     write_json(run_dir / "summary.json", {"engines": summary, "groups": groups, "differential": diff})
     try:

@@ -78,6 +78,16 @@ def engine_class(name: str) -> Any:
     return ENGINES.get(name)
 
 
+def check_engine_name(name: str) -> None:
+    """Fail on an unknown engine name without importing the engine (its workers import it)."""
+    from ..engines import ENGINES
+
+    if ":" in name:
+        engine_class(name)
+    elif name not in ENGINES.names():
+        ENGINES.get(name)  # raises the registry's "unknown engine" error
+
+
 def build_engine(spec: WorkerSpec):
     if spec.gguf_path:
         from ..lm.llamacpp import load_tokenizer_view

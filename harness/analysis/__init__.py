@@ -1,0 +1,1 @@
+"""Statistics for comparing benchmark runs (compare, gate, leaderboard)."""

@@ -36,7 +36,7 @@ def main() -> None:
             walls[j] = time.perf_counter() - start
             rows = read_rows(run_dir)
             tokens = sum(r.get("tokens") or 0 for r in rows)
-            served[j] = json.loads((run_dir / "environment.json").read_text())["engines"][args.engine]["replay_s"]
+            served[j] = json.loads((run_dir / "manifest.json").read_text())["environment"]["engines"][args.engine]["replay_s"]
             print(f"-j {j}: {len(rows)} schemas, {tokens} tokens; replay {served[j]:.1f} s "
                   f"({len(rows) / served[j]:.1f} schemas/s); whole command {walls[j]:.1f} s (start-up included)")
     finally:

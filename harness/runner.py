@@ -23,7 +23,7 @@ from .errors import ConfigError
 from .lm.base import LanguageModel
 from .protocols import Protocol, get_protocol
 from .reporting.summary import summarize, write_summary
-from .reporting.writer import RowWriter, toml_dumps, write_json
+from .results.rundir import RunDir, make_fingerprint, model_identity, task_set_hash, vocabulary_hash
 from .samplers import SAMPLERS
 from .samplers.base import Generation
 from .scoring.jsonschema_check import judge
@@ -188,19 +188,15 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
     samplers = [make_sampler(name, cfg) for name in cfg.samplers]
 
     run_id = cfg.run_id or new_run_id()
-    run_dir = Path(cfg.reports_dir) / run_id
-    if (run_dir / "rows.jsonl").exists():
-        raise ConfigError(f"{run_dir}: a run with this id already exists")
-    run_dir.mkdir(parents=True, exist_ok=True)
     resolved = {**cfg.to_dict(), "run_id": run_id, "engines": engine_names}
-    (run_dir / "config.toml").write_text(toml_dumps({"run": resolved}), encoding="utf-8")
     env = environment(REPO_ROOT)
     env.update({"model": lm.info(), "engine_init_s": engine_init,
                 "engines": {e.name: {"version": e.version(), "settings": e.settings()} for e in engines},
-                "started": _dt.datetime.now().isoformat(timespec="seconds"), "tasks": len(tasks)})
-    write_json(run_dir / "environment.json", env)
+                "samplers": {s.name: s.settings() for s in samplers}, "tasks": len(tasks)})
+    rd = RunDir.create(cfg.reports_dir, run_id, "run", resolved, run_fingerprint(cfg, lm, tasks, engines, samplers), env)
+    run_dir = rd.path
 
-    writer = RowWriter(run_dir)
+    writer = rd.writer()
     total = len(tasks) * len(engines) * len(samplers) * len(cfg.seeds)
     done = 0
     model_info = lm.info()
@@ -242,4 +238,23 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
         writer.close()
     summary = summarize(run_dir, bootstrap_seed=cfg.bootstrap_seed, n_resamples=cfg.bootstrap_resamples)
     write_summary(run_dir, summary, env, cfg.bootstrap_resamples)
+    rd.finish()
     return run_dir
+
+
+# Run settings that are not part of what a result is a result of: where it goes and how it is shown.
+_NOT_SETTINGS = {"run_id", "reports_dir", "progress", "data_dir", "hub_cache", "offline", "model"}
+
+
+def run_fingerprint(cfg: RunConfig, lm: LanguageModel, tasks: list[Task], engines: list[ConstraintEngine],
+                    samplers: list[Any]) -> dict[str, Any]:
+    """Comparable: the model, its vocabulary, the tasks and the protocol (prompt, validator, limits);
+    settings: engines (versions and settings), samplers and every other config value."""
+    info = lm.info()
+    comparable = {"model": model_identity(info), "tokenizer": vocabulary_hash(lm.tokenizer.token_bytes),
+                  "task_set": task_set_hash(tasks), "protocol": cfg.protocol, "max_tokens": cfg.max_tokens,
+                  "temperature": cfg.temperature}
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_SETTINGS and k not in comparable}
+    settings["engines"] = {e.name: {"version": e.version(), **e.settings()} for e in engines}
+    settings["samplers"] = {s.name: s.settings() for s in samplers}
+    return make_fingerprint("run", comparable, settings)

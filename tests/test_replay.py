@@ -75,19 +75,25 @@ def test_crash_timeout_oom_are_classified_and_run_goes_on(tmp_path):
     assert {rows["faulty-hang", t]["bucket"] for t in ("Hand/flags", "Hand/color")} == {"timeout"}
     assert {rows["faulty-oom", t]["bucket"] for t in ("Hand/flags", "Hand/color")} == {"oom"}
     assert rows["llguidance", "Hand/flags"]["bucket"] == "pass"  # after all that, a healthy engine still runs
-    env = json.loads((run_dir / "environment.json").read_text())
+    env = json.loads((run_dir / "manifest.json").read_text())["environment"]
     assert env["engines"]["faulty-segfault"]["workers_replaced"] == 2
 
 
 def test_resume_skips_finished_schemas(tmp_path):
     src = write_maskbench(tmp_path, RECORDS[:2])
-    c = cfg(tmp_path, src, engines=["llguidance"], limit=1)
-    replay(c)
+    run_dir = replay(cfg(tmp_path, src, engines=["llguidance"]))
+    journal = run_dir / "rows.jsonl"
+    first = journal.read_text().splitlines()[0]
+    journal.write_text(first + "\n")  # the replay died after its first schema
     with pytest.raises(Exception, match="--resume"):
         replay(cfg(tmp_path, src, engines=["llguidance"]))
+    with pytest.raises(Exception, match="config differs.*limit: None -> 1"):
+        replay(cfg(tmp_path, src, engines=["llguidance"], limit=1, resume=True))
     run_dir = replay(cfg(tmp_path, src, engines=["llguidance"], resume=True))
-    ids = [r["task_id"] for r in read_rows(run_dir)]
-    assert sorted(ids) == ["Hand/color", "Hand/flags"]  # the first one was not replayed again
+    lines = journal.read_text().splitlines()
+    assert sorted(json.loads(x)["task_id"] for x in lines) == ["Hand/color", "Hand/flags"]
+    assert lines[0] == first  # the finished schema was not replayed again
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "complete"
 
 
 def test_grammar_tasks_replay_with_positive_and_negative_strings(gemma_tok, engines):

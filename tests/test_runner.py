@@ -3,7 +3,6 @@ failures, and writes the final tables and the resolved config."""
 from __future__ import annotations
 
 import json
-import tomllib
 
 import pandas as pd
 import pytest
@@ -96,9 +95,11 @@ def test_rows_written_as_cases_finish(tmp_path, flaky_registered):
     df = pd.read_parquet(run_dir / "results.parquet")
     assert len(df) == 16 and len(pd.read_csv(run_dir / "results.csv")) == 16
     assert "| llguidance | masking | 8 |" in (run_dir / "summary.md").read_text()
-    resolved = tomllib.loads((run_dir / "config.toml").read_text())["run"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["format_version"] == 2 and manifest["kind"] == "run" and manifest["status"] == "complete"
+    resolved = manifest["config"]
     assert resolved["seeds"] == [0, 1] and resolved["max_tokens"] == 24 and resolved["run_id"] == "t1"
-    env = json.loads((run_dir / "environment.json").read_text())
+    env = manifest["environment"]
     assert env["packages"]["llguidance"] and env["engines"]["llguidance"]["settings"]["whitespace"] == "compact"
 
 

@@ -29,6 +29,7 @@ from ..environment import environment
 from ..errors import ConfigError
 from ..lm.base import LanguageModel
 from ..reporting.writer import write_json
+from ..results.rundir import RunDir, make_fingerprint, model_identity, task_set_hash, vocabulary_hash
 from ..samplers.asap import ASApSampler, GCDSampler
 from ..samplers.masking import MaskingSampler
 from ..samplers.smc import AWRSSMCSampler
@@ -279,23 +280,44 @@ def run_fidelity(cfg: FidelityConfig, lm: LanguageModel | None = None,
         lm = load_lm(RunConfig(model=cfg.model))
     engine = ENGINES.create(cfg.engine, lm.tokenizer, EngineOptions())
     run_id = cfg.run_id or _dt.datetime.now().strftime("fidelity-%Y%m%d-%H%M%S")
-    run_dir = Path(cfg.reports_dir) / run_id
-    if (run_dir / "fidelity.json").exists():
-        raise ConfigError(f"{run_dir}: a fidelity run with this id already exists")
-    run_dir.mkdir(parents=True, exist_ok=True)
     env = environment(REPO_ROOT)
     env.update({"model": lm.info(), "engine": {"name": engine.name, "version": engine.version(),
-                                               "settings": engine.settings()}, "config": asdict(cfg)})
-    write_json(run_dir / "environment.json", env)
+                                               "settings": engine.settings()}})
+    rd = RunDir.create(cfg.reports_dir, run_id, "fidelity", asdict(cfg), fidelity_fingerprint(cfg, lm, tasks, engine), env)
+    run_dir = rd.path
     results = []
-    for task in tasks:
-        log(f"{task.id}:")
-        results.append(run_task(task, cfg, lm, engine, log))
-        write_json(run_dir / "fidelity.json", {"config": asdict(cfg), "results": results})  # kept after each task
+    writer = rd.writer()
+    try:
+        for task in tasks:
+            log(f"{task.id}:")
+            results.append(run_task(task, cfg, lm, engine, log))
+            for row in fidelity_rows(results[-1]):
+                writer.append(row)
+            write_json(run_dir / "fidelity.json", {"results": results})  # details (curves, top strings), kept after each task
+    finally:
+        writer.close()
     (run_dir / "fidelity.md").write_text(format_report(results), encoding="utf-8")
     with open(run_dir / "curve.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=["task", "samples", "trie_tv", "theta_root", "distinct", "trie_nodes", "seconds"])
         w.writeheader()
         for r in results:
             w.writerows(r["curve"])
+    rd.finish()
     return run_dir
+
+
+def fidelity_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per task x sampler (a task that could not be walked: one row with its status)."""
+    head = {k: result.get(k) for k in ("task", "kind", "engine", "level", "length_bound", "status", "message",
+                                       "p_of_l", "sequences", "strings")}
+    if result.get("status") != "ok":
+        return [{**head, "sampler": None}]
+    return [{**head, **{k: v for k, v in s.items() if not isinstance(v, (list, dict))}} for s in result["samplers"]]
+
+
+def fidelity_fingerprint(cfg: FidelityConfig, lm: LanguageModel, tasks: list[Any], engine: Any) -> dict[str, Any]:
+    comparable = {"model": model_identity(lm.info()), "tokenizer": vocabulary_hash(lm.tokenizer.token_bytes),
+                  "task_set": task_set_hash(tasks), "level": cfg.level, "length_bound": cfg.length_bound}
+    settings = {k: v for k, v in asdict(cfg).items() if k not in comparable and k not in ("reports_dir", "run_id", "model")}
+    settings["engine"] = {"name": engine.name, "version": engine.version(), **engine.settings()}
+    return make_fingerprint("fidelity", comparable, settings)

@@ -9,6 +9,7 @@ interrupted replay resumes where it stopped (--resume).
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import random
 import time
@@ -21,6 +22,7 @@ from ..engines.base import EngineOptions
 from ..environment import environment
 from ..errors import ConfigError
 from ..reporting.writer import RowWriter, read_rows, write_json
+from ..results.rundir import RunDir, make_fingerprint, task_set_hash, vocabulary_hash
 from ..tasks.task import Task
 from .pool import WorkerPool
 from .stats import BUCKET_PRECEDENCE, differential, engine_summary, markdown, per_group
@@ -168,18 +170,30 @@ def _encode(tasks: list[Task], tok: Any, differential: bool) -> tuple[dict[str, 
     return encoded, texts
 
 
-def _open_run(cfg: ReplayConfig, gguf: str) -> tuple[Path, set[tuple[str, str]]]:
+def replay_fingerprint(cfg: ReplayConfig, tasks: list[Task], gguf: str) -> dict[str, Any]:
+    """Comparable: the tokenizer file and the schemas with their instances; settings: engines and limits."""
+    from ..lm.llamacpp import file_sha256, load_tokenizer_view
+
+    comparable = {"tokenizer_sha256": file_sha256(gguf),
+                  "tokenizer": vocabulary_hash(load_tokenizer_view(gguf).view.token_bytes),
+                  "task_set": task_set_hash(tasks),
+                  "instances": hashlib.sha256(json.dumps([[t.id, [[e.valid, t.example_text(e)] for e in t.examples]]
+                                                          for t in sorted(tasks, key=lambda t: t.id)]).encode()).hexdigest()[:16]}
+    settings = {k: v for k, v in cfg.__dict__.items()
+                if k not in ("reports_dir", "run_id", "resume", "data_dir", "tokenizer", "workers")}
+    return make_fingerprint("replay", comparable, settings)
+
+
+def _open_run(cfg: ReplayConfig, tasks: list[Task], gguf: str) -> tuple[RunDir, set[tuple[str, str]]]:
     """The run directory, and the (engine, schema) pairs a resumed replay has already done."""
     run_id = cfg.run_id or "replay-" + _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(cfg.reports_dir) / run_id
-    done: set[tuple[str, str]] = set()
-    if (run_dir / "rows.jsonl").exists():
-        if not cfg.resume:
-            raise ConfigError(f"{run_dir}: a replay with this id exists (pass --resume to continue it)")
-        done = {(r["engine"], r["task_id"]) for r in read_rows(run_dir)}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", {**cfg.__dict__, "run_id": run_id, "tokenizer": gguf})
-    return run_dir, done
+    fingerprint = replay_fingerprint(cfg, tasks, gguf)
+    config = {**cfg.__dict__, "run_id": run_id, "tokenizer": gguf}
+    path = Path(cfg.reports_dir) / run_id
+    if cfg.resume and path.exists():
+        rd = RunDir.resume(path, "replay", fingerprint)
+        return rd, {(r["engine"], r["task_id"]) for r in rd.rows()}
+    return RunDir.create(cfg.reports_dir, run_id, "replay", config, fingerprint), set()
 
 
 def _pool(cfg: ReplayConfig, name: str, gguf: str) -> WorkerPool:
@@ -212,25 +226,27 @@ def replay(cfg: ReplayConfig, progress: Callable[[int, int, dict[str, Any]], Non
 
     gguf = cfg.tokenizer or str(default_model_path())
     check_model_path(gguf)
-    run_dir, done = _open_run(cfg, gguf)
-    todo = {name: [t for t in tasks if (name, t.id) not in done] for name in cfg.engines}
-    pools = {name: _pool(cfg, name, gguf) for name in cfg.engines if todo[name]}
-    if pools:
-        next(iter(pools.values())).launch()  # the first engine's workers start up while we tokenize
+    all_pools = {name: _pool(cfg, name, gguf) for name in cfg.engines}
+    next(iter(all_pools.values())).launch()  # the first engine's workers start up while we fingerprint and tokenize
     try:
+        rd, done = _open_run(cfg, tasks, gguf)
+        run_dir = rd.path
+        todo = {name: [t for t in tasks if (name, t.id) not in done] for name in cfg.engines}
         tok = load_tokenizer_view(gguf)
         t0 = time.perf_counter()
         encoded, texts = _encode(tasks, tok, cfg.differential)
         env = environment(REPO_ROOT)
         env.update({"tokenizer": gguf, "vocab_size": tok.view.vocab_size, "tasks": len(tasks),
                     "tokenize_s": time.perf_counter() - t0})
+        pools = {name: pool for name, pool in all_pools.items() if todo[name]}
         init_s, engines_info = _run_pools(cfg, pools, todo, tasks, encoded, texts, len(done), run_dir, progress)
     finally:
-        for pool in pools.values():
+        for pool in all_pools.values():
             pool.close()
     env.update({"engines": engines_info, "engine_init_s": init_s})
-    write_json(run_dir / "environment.json", env)
+    rd.update_environment(**env)
     write_replay_report(run_dir, cfg, init_s)
+    rd.finish()
     return run_dir
 
 

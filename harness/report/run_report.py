@@ -28,8 +28,8 @@ from .page import Figure, KeyValues, Links, Page, Section, Table, Text, render_p
 REPORT_FILE = "report.html"
 EXCERPT = 200
 WORST_N = 15
-ARTIFACTS = ("rows.jsonl", "results.parquet", "results.csv", "summary.md", "summary.csv", "config.toml",
-             "environment.json")
+ARTIFACTS = ("rows.jsonl", "results.parquet", "results.csv", "summary.md", "summary.csv", "manifest.json",
+             "config.toml", "environment.json")
 
 
 @dataclass
@@ -99,6 +99,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def load_run(run_dir: Path) -> RunData:
+    """From the manifest (results format 2); a format-1 run's environment.json and config.toml otherwise."""
+    manifest = _read_json(run_dir / "manifest.json")
+    if manifest:
+        env = {**manifest.get("environment", {}), "started": manifest.get("started"), "command": manifest.get("command")}
+        return RunData(run_dir, _frame(run_dir), env, {"run": manifest.get("config", {})})
     return RunData(run_dir, _frame(run_dir), _read_json(run_dir / "environment.json"),
                    _read_toml(run_dir / "config.toml"))
 

@@ -1,0 +1,1 @@
+"""Run directories, manifests, fingerprints, row types and the metric registry."""

@@ -1,0 +1,182 @@
+"""One run directory for every command (run, replay, fidelity), with a versioned manifest.
+
+    reports/<run id>/
+        manifest.json   format_version, kind, run id, resolved config, environment, command line,
+                        start and end times, status, fingerprint
+        rows.jsonl      one row per case (run), schema (replay) or task x sampler (fidelity),
+                        appended and fsynced as each finishes (reporting.writer)
+        ...             summaries and reports derived from the rows
+
+The fingerprint says what a result is a result of. Its `comparable` digest covers what must be
+equal for two runs to be set side by side (kind, model file, tokenizer vocabulary, the task set:
+ids and constraint text, and the measurement protocol); its `digest` adds every other setting that
+changes a result (engines and their settings, samplers, limits), so that a resumed run refuses a
+changed config. `compare`, `gate` and `leaderboard` pair runs by `comparable` and report the
+settings that differ.
+
+Format versions: 1 = runs written before the manifest (config.toml or config.json beside
+environment.json); 2 = this layout. Opening a version-1 run says how to upgrade it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import ConfigError
+from ..reporting.writer import ROWS_FILE, RowWriter, read_rows
+
+FORMAT_VERSION = 2
+KINDS = ("run", "replay", "fidelity")
+MANIFEST = "manifest.json"
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+def task_set_hash(tasks: Iterable[Any]) -> str:
+    """sha256 over the sorted task ids, each with its constraint text (schema or grammars)."""
+    h = hashlib.sha256()
+    for task_id, text in sorted((t.id, t.schema_text if t.kind == "json_schema" else json.dumps(t.grammars, sort_keys=True))
+                                for t in tasks):
+        h.update(task_id.encode("utf-8") + b"\0" + text.encode("utf-8") + b"\0")
+    return h.hexdigest()[:16]
+
+
+def vocabulary_hash(token_bytes: Iterable[bytes]) -> str:
+    h = hashlib.sha256()
+    for b in token_bytes:
+        h.update(len(b).to_bytes(4, "little") + b)
+    return h.hexdigest()[:16]
+
+
+def model_identity(info: dict[str, Any]) -> str:
+    """The model file's sha256; for an in-memory model without a file, a digest of its description."""
+    return str(info.get("model_sha256") or "info:" + _digest(info))
+
+
+def make_fingerprint(kind: str, comparable: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """comparable: what two runs must share to be compared; settings: everything else that changes a result."""
+    comparable = {"kind": kind, **comparable}
+    return {"comparable": comparable, "settings": settings, "comparable_digest": _digest(comparable),
+            "digest": _digest({"comparable": comparable, "settings": settings})}
+
+
+def fingerprint_differences(a: dict[str, Any], b: dict[str, Any], part: str = "comparable") -> list[str]:
+    """The keys of one fingerprint part that differ, as 'key: A -> B' lines."""
+    pa, pb = a.get(part, {}), b.get(part, {})
+    return [f"{k}: {pa.get(k)!r} -> {pb.get(k)!r}" for k in sorted(set(pa) | set(pb)) if pa.get(k) != pb.get(k)]
+
+
+@dataclass
+class Manifest:
+    kind: str
+    run_id: str
+    config: dict[str, Any]
+    fingerprint: dict[str, Any]
+    environment: dict[str, Any] = field(default_factory=dict)
+    command: list[str] = field(default_factory=list)
+    started: str = ""
+    ended: str | None = None
+    status: str = "running"          # running | complete (a run that died stays "running")
+    format_version: int = FORMAT_VERSION
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """A run's directory and manifest: create (new), resume (same fingerprint) or open (read)."""
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        self.path = path
+        self.manifest = manifest
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest.run_id
+
+    @classmethod
+    def create(cls, reports_dir: str | Path, run_id: str, kind: str, config: dict[str, Any],
+               fingerprint: dict[str, Any], environment: dict[str, Any] | None = None) -> "RunDir":
+        if kind not in KINDS:
+            raise ValueError(f"unknown run kind {kind!r}")
+        path = Path(reports_dir) / run_id
+        if (path / MANIFEST).exists() or (path / ROWS_FILE).exists():
+            raise ConfigError(f"{path}: a run with this id already exists (pick another --run-id, or --resume it)")
+        path.mkdir(parents=True, exist_ok=True)
+        rd = cls(path, Manifest(kind=kind, run_id=run_id, config=config, fingerprint=fingerprint,
+                                environment=environment or {}, command=list(sys.argv), started=_now()))
+        rd.save()
+        return rd
+
+    @classmethod
+    def resume(cls, path: str | Path, kind: str, fingerprint: dict[str, Any]) -> "RunDir":
+        rd = cls.open(path)
+        if rd.kind != kind:
+            raise ConfigError(f"{rd.path}: cannot resume a {rd.kind} as a {kind}")
+        if rd.manifest.fingerprint.get("digest") != fingerprint.get("digest"):
+            diffs = (fingerprint_differences(rd.manifest.fingerprint, fingerprint)
+                     + fingerprint_differences(rd.manifest.fingerprint, fingerprint, "settings"))
+            raise ConfigError(f"{rd.path}: cannot resume: the config differs from the run's ({'; '.join(diffs[:4])})")
+        rd.manifest.status, rd.manifest.ended = "running", None
+        rd.save()
+        return rd
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not mpath.exists():
+            if any((path / f).exists() for f in (ROWS_FILE, "fidelity.json", "config.toml", "config.json")):
+                raise ConfigError(f"{path}: written by an older cdbench (results format 1, no {MANIFEST}); "
+                                  f"convert it with: cdbench upgrade {path}")
+            raise ConfigError(f"{path}: not a cdbench run directory (no {MANIFEST})")
+        try:
+            data = json.loads(mpath.read_text(encoding="utf-8"))
+            version = data.get("format_version")
+            if not isinstance(version, int) or version > FORMAT_VERSION:
+                raise ConfigError(f"{mpath}: results format {version!r} is newer than this cdbench reads "
+                                  f"({FORMAT_VERSION}); upgrade cdbench")
+            return cls(path, Manifest(**data))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ConfigError(f"{mpath}: not a valid manifest: {exc}") from exc
+
+    def save(self) -> None:
+        _write_atomic(self.path / MANIFEST, json.dumps(asdict(self.manifest), indent=2, ensure_ascii=False,
+                                                       default=str) + "\n")
+
+    def update_environment(self, **items: Any) -> None:
+        self.manifest.environment.update(items)
+        self.save()
+
+    def finish(self) -> None:
+        self.manifest.status, self.manifest.ended = "complete", _now()
+        self.save()
+
+    def writer(self) -> RowWriter:
+        return RowWriter(self.path)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return read_rows(self.path)

@@ -211,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_fid.add_argument("--reports-dir", dest="reports_dir")
     p_fid.add_argument("--run-id", dest="run_id")
     p_fid.set_defaults(func=cmd_fidelity)
+    from .cli_results import add_commands
+
+    add_commands(sub)
     p_eng = sub.add_parser("engines", help="list engines and whether they are installed")
     p_eng.set_defaults(func=cmd_engines)
     args = parser.parse_args(argv)

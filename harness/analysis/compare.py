@@ -71,6 +71,9 @@ class Comparison:
     flips: list[Flip] = field(default_factory=list)
     unpaired_groups: list[str] = field(default_factory=list)
     verdict: str = "NOT SIGNIFICANTLY CHANGED"
+    factor: float = 1.10
+    delta: float = 0.02
+    alpha: float = 0.05
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -214,7 +217,8 @@ def compare(base: RunDir, new: RunDir, o: Options) -> Comparison:
     fb, fn = base.manifest.fingerprint, new.manifest.fingerprint
     same = fb.get("comparable_digest") == fn.get("comparable_digest")
     comp = Comparison(base.kind, base.run_id, new.run_id, same or o.allow_mismatch,
-                      fingerprint_differences(fb, fn), fingerprint_differences(fb, fn, "settings"))
+                      fingerprint_differences(fb, fn), fingerprint_differences(fb, fn, "settings"),
+                      factor=o.factor, delta=o.delta, alpha=o.alpha)
     base_rows, new_rows = base.rows(), (base.rows() if base.path == new.path else new.rows())
     comp.checks, comp.flips, comp.unpaired_groups = compare_rows(base.kind, base_rows, new_rows, o, comp.comparable)
     comp.verdict = verdict(comp.checks) if comp.comparable else "NOT COMPARABLE"

@@ -180,3 +180,35 @@ class RunDir:
 
     def rows(self) -> list[dict[str, Any]]:
         return read_rows(self.path)
+
+
+def upgrade(path: str | Path) -> RunDir:
+    """Write a manifest for a results-format-1 run (config.toml / config.json / fidelity.json beside
+    environment.json). The task set of such a run is known only by its task ids (the constraint
+    text was not recorded), so its fingerprint matches other upgraded runs, not new ones."""
+    import tomllib
+
+    path = Path(path)
+    if (path / MANIFEST).exists():
+        raise ConfigError(f"{path}: already has a {MANIFEST}")
+    env = json.loads((path / "environment.json").read_text(encoding="utf-8")) if (path / "environment.json").exists() else {}
+    if (path / "config.toml").exists():
+        kind, config = "run", tomllib.loads((path / "config.toml").read_text(encoding="utf-8")).get("run", {})
+    elif (path / "config.json").exists():
+        kind, config = "replay", json.loads((path / "config.json").read_text(encoding="utf-8"))
+    elif (path / "fidelity.json").exists():
+        kind, config = "fidelity", env.get("config", {})
+    else:
+        raise ConfigError(f"{path}: not a cdbench run directory of any format")
+    rows = read_rows(path)
+    ids = sorted({str(r.get("task_id") or r.get("task")) for r in rows})
+    model = next((r.get("model_sha256") for r in rows if r.get("model_sha256")), None) or env.get("model", {}).get("model_sha256")
+    comparable = {"model": model, "tokenizer": env.get("tokenizer") and Path(str(env["tokenizer"])).name,
+                  "task_set": "ids:" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16],
+                  "protocol": config.get("protocol"), "upgraded_from": 1}
+    settings = {k: v for k, v in config.items() if k not in ("run_id", "reports_dir", "progress", "resume")}
+    rd = RunDir(path, Manifest(kind=kind, run_id=path.name, config=config,
+                               fingerprint=make_fingerprint(kind, comparable, settings), environment=env,
+                               command=[], started=str(env.get("started") or ""), status="complete"))
+    rd.save()
+    return rd

@@ -1,0 +1,57 @@
+"""docs/ci.md's commands, run verbatim against two local replays: the page cannot drift from the tool."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "ci.md"
+
+
+def _block(name: str) -> str:
+    text = DOC.read_text(encoding="utf-8")
+    m = re.search(rf"<!-- {name} begin -->\s*```\w*\n(.*?)```\s*<!-- {name} end -->", text, re.S)
+    assert m, f"docs/ci.md has no {name} block"
+    return m.group(1)
+
+
+@pytest.mark.model
+def test_ci_doc_commands_gate_and_compare_two_local_replays(tmp_path):
+    bindir = Path(sys.executable).parent
+    assert (bindir / "cdbench").exists(), "the cdbench entry point is not installed next to this Python"
+    (tmp_path / ".github").mkdir()
+    (tmp_path / ".github" / "cdbench-gate.toml").write_text(_block("ci-gate"), encoding="utf-8")
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+           "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")}
+    env.pop("GITHUB_ACTIONS", None)
+    # the baseline: the replay command of the page, into baseline/
+    replay = next(line for line in _block("ci-commands").splitlines() if line.startswith("cdbench replay"))
+    base = subprocess.run(replay.replace("--reports-dir reports", "--reports-dir baseline"), shell=True, cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert base.returncode == 0, base.stderr[-2000:]
+    result = subprocess.run(["bash", "-c", _block("ci-commands")], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:])   # same code, same data: passes
+    gate = json.loads((tmp_path / "reports" / "gate" / "gate.json").read_text())
+    assert gate["exit_code"] == 0 and gate["paired_fraction"] == 1.0
+    assert {c["statistic"] for c in gate["checks"]} == {"replay_mask_p99_us", "compile_cold_p50_ms", "pass",
+                                                        "invalid_accepted"}
+    assert len(gate["checks"]) == 10  # 5 checks x 2 engines
+    assert {c["group"] for c in gate["checks"]} == {"llguidance", "xgrammar"}
+    summary = (tmp_path / "summary.md").read_text()
+    assert "cdbench compare: current -> current" in summary and "GATE PASSED" in summary
+    assert (tmp_path / "reports" / "junit.xml").exists()
+    # a baseline made from another task set is not comparable: exit 3 through the same commands
+    manifest = tmp_path / "baseline" / "current" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["fingerprint"]["comparable_digest"] = "0" * 16
+    manifest.write_text(json.dumps(data))
+    result = subprocess.run(["bash", "-c", _block("ci-commands")], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 3 and "not comparable" in result.stderr

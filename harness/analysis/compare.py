@@ -174,6 +174,11 @@ def _mark(c: Check, o: Options, comparable: bool) -> str:
         return " "
     threshold = o.factor if c.relative else o.delta
     p = c.p_adjusted if c.p_adjusted is not None else float("nan")
+    # The test is per metric (per-case values); a statistic whose own interval still holds "no
+    # change" (ratio 1, difference 0) is not called significant whatever the test says.
+    none = 1.0 if c.relative else 0.0
+    if c.low is not None and c.high is not None and c.low == c.low and c.low <= none <= c.high:
+        p = float("nan")
     return stats.verdict_mark(c.change, threshold, p, o.alpha, c.higher_is_better, c.relative)
 
 

@@ -9,7 +9,8 @@ from ..report.page import Figure, KeyValues, Page, Table, Text, render_page
 from ..report.plots import forest
 from .compare import Check, Comparison
 
-MARKS = "`+` worse, `-` better (past the threshold and significant after Benjamini-Hochberg), " \
+MARKS = "`+` worse, `-` better (past the threshold, significant after Benjamini-Hochberg, and the statistic's " \
+        "interval excludes no change), " \
         "`~` past the threshold but not significant, `x` not comparable, `!` case got worse, `*` case got better"
 
 

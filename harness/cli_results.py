@@ -85,6 +85,26 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    import glob
+
+    from .analysis.leaderboard import build_leaderboards, leaderboard_markdown, update_readme, write_leaderboards
+
+    paths = [Path(p) for p in args.runs] + [Path(p) for p in sorted(glob.glob(args.glob or "")) if Path(p).is_dir()]
+    if not paths:
+        raise ConfigError("leaderboard: give run directories or --glob 'reports/*'")
+    if args.task_set not in ("intersection", "union"):
+        raise ConfigError("--task-set must be intersection or union")
+    boards = build_leaderboards(paths, task_set=args.task_set, alpha=args.alpha)
+    out = Path(args.out)
+    for p in write_leaderboards(boards, out):
+        print(p)
+    if args.update_readme:
+        update_readme(Path(args.update_readme), leaderboard_markdown(boards))
+        print(f"{args.update_readme}: leaderboard table rewritten between the cdbench markers")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="compare two runs (or two configurations of one run) with statistics")
     p.add_argument("base", help="BASE run directory")
@@ -114,6 +134,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("report", help="one self-contained report.html for a run")
     r.add_argument("run", help="run directory")
     r.set_defaults(func=cmd_report)
+    lb = sub.add_parser("leaderboard", help="rank runs that share a fingerprint: leaderboard.md/csv/json/html")
+    lb.add_argument("runs", nargs="*", help="run directories")
+    lb.add_argument("--glob", help="a glob of run directories, e.g. 'reports/*'")
+    lb.add_argument("--task-set", dest="task_set", default="intersection", help="intersection (default) or union")
+    lb.add_argument("--alpha", type=float, default=0.05, help="significance level for tie groups")
+    lb.add_argument("--out", default="reports/leaderboard", help="output directory (default reports/leaderboard)")
+    lb.add_argument("--update-readme", dest="update_readme",
+                    help="rewrite the table between <!-- cdbench:leaderboard begin/end --> in this file")
+    lb.set_defaults(func=cmd_leaderboard)
     u = sub.add_parser("upgrade", help="write the manifest of a run made by an older cdbench (results format 1)")
     u.add_argument("run", help="run directory")
     u.set_defaults(func=cmd_upgrade)

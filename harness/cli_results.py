@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
         res = run_gate(current, baseline, thresholds, alpha=args.alpha, no_stats=args.no_stats, seed=args.seed)
     except NotComparable as exc:
         print(f"cdbench gate: not comparable: {exc}", file=sys.stderr)
-        if __import__("os").environ.get("GITHUB_ACTIONS") == "true":
+        if os.environ.get("GITHUB_ACTIONS") == "true":
             print(f"::error title=cdbench gate::not comparable: {exc}")
         return NOT_COMPARABLE
     write_outputs(res, Path(args.out) if args.out else current.path / "gate", args.junit)

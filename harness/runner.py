@@ -189,17 +189,18 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
 
     run_id = cfg.run_id or new_run_id()
     resolved = {**cfg.to_dict(), "run_id": run_id, "engines": engine_names}
+    model_info = lm.info()
     env = environment(REPO_ROOT)
-    env.update({"model": lm.info(), "engine_init_s": engine_init,
+    env.update({"model": model_info, "engine_init_s": engine_init,
                 "engines": {e.name: {"version": e.version(), "settings": e.settings()} for e in engines},
                 "samplers": {s.name: s.settings() for s in samplers}, "tasks": len(tasks)})
-    rd = RunDir.create(cfg.reports_dir, run_id, "run", resolved, run_fingerprint(cfg, lm, tasks, engines, samplers), env)
+    rd = RunDir.create(cfg.reports_dir, run_id, "run", resolved,
+                       run_fingerprint(cfg, lm, model_info, tasks, engines, samplers), env)
     run_dir = rd.path
 
     writer = rd.writer()
     total = len(tasks) * len(engines) * len(samplers) * len(cfg.seeds)
     done = 0
-    model_info = lm.info()
     try:
         for task in tasks:
             prompt_ids = lm.encode_chat(protocol.messages(task))
@@ -246,8 +247,8 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
 _NOT_SETTINGS = {"run_id", "reports_dir", "progress", "data_dir", "hub_cache", "offline", "model"}
 
 
-def run_fingerprint(cfg: RunConfig, lm: LanguageModel, tasks: list[Task], engines: list[ConstraintEngine],
-                    samplers: list[Any]) -> dict[str, Any]:
+def run_fingerprint(cfg: RunConfig, lm: LanguageModel, info: dict[str, Any], tasks: list[Task],
+                    engines: list[ConstraintEngine], samplers: list[Any]) -> dict[str, Any]:
     """Comparable: the model, its vocabulary, the tasks and the protocol (prompt, validator, limits);
     settings: engines (versions and settings), samplers and every other config value."""
     info = lm.info()

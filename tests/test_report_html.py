@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.analysis.stats import wilson_interval
 from harness.report import plots
 from harness.report.page import Figure, KeyValues, Links, Page, Table, Text, render_page
 from harness.report.run_report import build_run_report, run_report_page
@@ -201,8 +202,8 @@ def test_heatmap_shows_missing_as_na():
 
 def test_wilson_helper_matches_formula():
     for k, n in ((0, 5), (3, 7), (24, 25), (10, 10)):
-        assert plots.wilson(k, n) == pytest.approx(_wilson(k, n), abs=1e-9)
-    assert all(math.isnan(v) for v in plots.wilson(0, 0))
+        assert wilson_interval(k, n) == pytest.approx(_wilson(k, n), abs=1e-9)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
 
 
 def test_page_escapes_everything_but_svg():

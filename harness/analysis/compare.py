@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..results.metrics import PERCENTILES, Metric, case_key, group_key, metrics_for
+from ..results.metrics import PERCENTILES, Metric, case_key, group_key, metrics_for, samples, stat_name
 from ..results.rundir import RunDir, fingerprint_differences
 from . import stats
 
@@ -135,12 +135,8 @@ def _proportion(group: str, m: Metric, base: dict, new: dict, o: Options) -> tup
 
 
 def _case_values(m: Metric, rows: dict) -> dict:
-    out = {}
-    for k, r in rows.items():
-        v = m.value(r)
-        if v is not None:
-            out[k] = list(v) if isinstance(v, (list, tuple)) else [float(v)]
-    return out
+    values = {k: m.value(r) for k, r in rows.items()}
+    return {k: samples(m, v) for k, v in values.items() if v is not None}
 
 
 def _latency(group: str, m: Metric, base: dict, new: dict, o: Options) -> list[Check]:
@@ -155,12 +151,12 @@ def _latency(group: str, m: Metric, base: dict, new: dict, o: Options) -> list[C
         p = stats.mann_whitney([np.mean(c) for c in b_cases], [np.mean(c) for c in n_cases])
         test, lp = "mannwhitney", stats.low_power("mannwhitney", len(b_cases), o.alpha, len(n_cases))
     checks = []
+    pool_b = np.concatenate([np.asarray(c, float) for c in b_cases]) if b_cases else np.array([])
+    pool_n = np.concatenate([np.asarray(c, float) for c in n_cases]) if n_cases else np.array([])
     for q in PERCENTILES:
-        pool_b = np.concatenate([np.asarray(c, float) for c in b_cases]) if b_cases else np.array([])
-        pool_n = np.concatenate([np.asarray(c, float) for c in n_cases]) if n_cases else np.array([])
         ratio, low, high = stats.percentile_ratio(b_cases, n_cases, q, o.seed, is_paired, o.n_resamples) \
             if b_cases and n_cases else (None, None, None)
-        checks.append(Check(group, f"{m.name}_p{q}_{m.unit}", m.name, m.unit, m.higher_is_better, True,
+        checks.append(Check(group, stat_name(m, q), m.name, m.unit, m.higher_is_better, True,
                             float(np.percentile(pool_b, q)) if pool_b.size else None,
                             float(np.percentile(pool_n, q)) if pool_n.size else None, ratio, low, high,
                             p if b_cases and n_cases else None, test, len(bv), len(nv), len(paired), low_power=lp))

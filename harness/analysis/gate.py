@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..results.metrics import case_key, group_key, resolve
-from ..results.rundir import RunDir
+from ..results.metrics import aggregate, case_key, group_key, resolve
+from ..results.rundir import RunDir, fingerprint_differences
 from .compare import Check, Options, compare_rows
 
 PASSED, FAILED, USAGE, NOT_COMPARABLE = 0, 1, 2, 3
@@ -115,25 +115,19 @@ def load_gate_toml(path: str, kind: str) -> list[Threshold]:
     return out
 
 
+def _keys(kind: str, rows: list[dict]) -> set[tuple]:
+    return {(group_key(kind, r), case_key(kind, r)) for r in rows}
+
+
 def paired_fraction(kind: str, base_rows: list[dict], cur_rows: list[dict]) -> float:
-    keys = lambda rows: {(group_key(kind, r), case_key(kind, r)) for r in rows}  # noqa: E731
-    base = keys(base_rows)
-    return len(base & keys(cur_rows)) / len(base) if base else 0.0
+    base = _keys(kind, base_rows)
+    return len(base & _keys(kind, cur_rows)) / len(base) if base else 0.0
 
 
 def _current_value(kind: str, rows: list[dict], group: str, statistic: str) -> float | None:
     """A statistic of one group of one run, without a baseline (for --min / --max)."""
-    import numpy as np
-
     metric, q = resolve(statistic, kind)
-    vals = [metric.value(r) for r in rows if "/".join(map(str, group_key(kind, r))) == group]
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return None
-    if q is None:
-        return float(np.mean(vals))
-    pooled = [x for v in vals for x in (v if isinstance(v, list) else [v])]
-    return float(np.percentile(pooled, q))
+    return aggregate(metric, (r for r in rows if "/".join(map(str, group_key(kind, r))) == group), q)
 
 
 def _change_check(t: Threshold, c: Check, no_stats: bool, alpha: float) -> GateCheck:
@@ -207,8 +201,6 @@ def _baseline_rows(current: RunDir, baseline: RunDir) -> list[dict]:
         raise NotComparable(f"baseline is a {baseline.kind}, current a {current.kind}")
     fb, fc = baseline.manifest.fingerprint, current.manifest.fingerprint
     if fb.get("comparable_digest") != fc.get("comparable_digest"):
-        from ..results.rundir import fingerprint_differences
-
         raise NotComparable("fingerprints differ: " + "; ".join(fingerprint_differences(fb, fc)))
     rows = baseline.rows()
     if not rows:

@@ -42,7 +42,7 @@ from scipy import stats as sps
 from ..errors import ConfigError
 from ..report import plots
 from ..report.page import Figure, Page, Section, Table, Text, render_page
-from ..results.metrics import METRICS, Metric, case_key, group_key, metrics_for, resolve
+from ..results.metrics import METRICS, Metric, case_key, group_key, metrics_for, pooled, resolve, stat_name
 from ..results.rundir import RunDir, fingerprint_differences
 from . import stats
 
@@ -207,11 +207,6 @@ def _prop(k: int, n: int) -> dict[str, Any]:
     return {"k": k, "n": n, "p": k / n, "low": low, "high": high}
 
 
-def stat_name(m: Metric, q: float) -> str:
-    """A latency statistic's name as the registry spells it: mask_p99_us, mask_p99.9_us."""
-    return f"{m.name}_p{q:g}_{m.unit}"
-
-
 def _percentiles(m: Metric) -> tuple[float, ...]:
     return POOLED_PERCENTILES if m.kind == "pooled_latency" else CASE_PERCENTILES
 
@@ -229,22 +224,16 @@ def _direction(kind: str, names: list[str]) -> dict[str, bool]:
     return {s: resolve(s, kind)[0].higher_is_better for s in names}
 
 
-def _latency_pool(m: Metric, values: list[Any]) -> list[float]:
-    if m.kind == "pooled_latency":
-        return [float(x) for v in values for x in v]
-    return [float(v) for v in values]
-
-
 def _statistics(kind: str, rows: list[dict[str, Any]]) -> tuple[dict[str, dict], dict[str, float | None]]:
     """Every registry metric of the kind over these rows: proportions and latency percentiles."""
     props: dict[str, dict] = {}
     lats: dict[str, float | None] = {}
     for m in metrics_for(kind):
-        values = [v for v in (m.value(r) for r in rows) if v is not None]
         if not m.is_latency:
+            values = [v for v in (m.value(r) for r in rows) if v is not None]
             props[m.name] = _prop(int(sum(values)), len(values))
             continue
-        pool = _latency_pool(m, values)
+        pool = pooled(m, rows)
         for q in _percentiles(m):
             lats[stat_name(m, q)] = float(np.percentile(pool, q)) if pool else None
     return props, lats

@@ -280,10 +280,11 @@ def run_fidelity(cfg: FidelityConfig, lm: LanguageModel | None = None,
         lm = load_lm(RunConfig(model=cfg.model))
     engine = ENGINES.create(cfg.engine, lm.tokenizer, EngineOptions())
     run_id = cfg.run_id or _dt.datetime.now().strftime("fidelity-%Y%m%d-%H%M%S")
+    model_info = lm.info()
     env = environment(REPO_ROOT)
-    env.update({"model": lm.info(), "engine": {"name": engine.name, "version": engine.version(),
+    env.update({"model": model_info, "engine": {"name": engine.name, "version": engine.version(),
                                                "settings": engine.settings()}})
-    rd = RunDir.create(cfg.reports_dir, run_id, "fidelity", asdict(cfg), fidelity_fingerprint(cfg, lm, tasks, engine), env)
+    rd = RunDir.create(cfg.reports_dir, run_id, "fidelity", asdict(cfg), fidelity_fingerprint(cfg, lm, model_info, tasks, engine), env)
     run_dir = rd.path
     results = []
     writer = rd.writer()
@@ -315,8 +316,9 @@ def fidelity_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**head, **{k: v for k, v in s.items() if not isinstance(v, (list, dict))}} for s in result["samplers"]]
 
 
-def fidelity_fingerprint(cfg: FidelityConfig, lm: LanguageModel, tasks: list[Any], engine: Any) -> dict[str, Any]:
-    comparable = {"model": model_identity(lm.info()), "tokenizer": vocabulary_hash(lm.tokenizer.token_bytes),
+def fidelity_fingerprint(cfg: FidelityConfig, lm: LanguageModel, info: dict[str, Any], tasks: list[Any],
+                         engine: Any) -> dict[str, Any]:
+    comparable = {"model": model_identity(info), "tokenizer": vocabulary_hash(lm.tokenizer.token_bytes),
                   "task_set": task_set_hash(tasks), "level": cfg.level, "length_bound": cfg.length_bound}
     settings = {k: v for k, v in asdict(cfg).items() if k not in comparable and k not in ("reports_dir", "run_id", "model")}
     settings["engine"] = {"name": engine.name, "version": engine.version(), **engine.settings()}

@@ -21,7 +21,7 @@ from ..config import REPO_ROOT, default_data_dir
 from ..engines.base import EngineOptions
 from ..environment import environment
 from ..errors import ConfigError
-from ..reporting.writer import RowWriter, read_rows, write_json
+from ..reporting.writer import read_rows, write_json
 from ..results.rundir import RunDir, make_fingerprint, task_set_hash, vocabulary_hash
 from ..tasks.task import Task
 from .pool import WorkerPool
@@ -239,7 +239,7 @@ def replay(cfg: ReplayConfig, progress: Callable[[int, int, dict[str, Any]], Non
         env.update({"tokenizer": gguf, "vocab_size": tok.view.vocab_size, "tasks": len(tasks),
                     "tokenize_s": time.perf_counter() - t0})
         pools = {name: pool for name, pool in all_pools.items() if todo[name]}
-        init_s, engines_info = _run_pools(cfg, pools, todo, tasks, encoded, texts, len(done), run_dir, progress)
+        init_s, engines_info = _run_pools(cfg, pools, todo, tasks, encoded, texts, len(done), rd, progress)
     finally:
         for pool in all_pools.values():
             pool.close()
@@ -251,10 +251,10 @@ def replay(cfg: ReplayConfig, progress: Callable[[int, int, dict[str, Any]], Non
 
 
 def _run_pools(cfg: ReplayConfig, pools: dict[str, WorkerPool], todo: dict[str, list[Task]], tasks: list[Task],
-               encoded: dict[str, Any], texts: dict[str, Any], n_done: int, run_dir: Path,
+               encoded: dict[str, Any], texts: dict[str, Any], n_done: int, rd: RunDir,
                progress: Callable[[int, int, dict[str, Any]], None] | None) -> tuple[dict, dict]:
     """Each engine's pool in turn; every result becomes a row appended to the journal at once."""
-    writer = RowWriter(run_dir)
+    writer = rd.writer()
     by_id = {t.id: t for t in tasks}
     total = len(tasks) * len(cfg.engines)
     count = [n_done]

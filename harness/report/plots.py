@@ -21,9 +21,9 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
-from scipy import stats  # noqa: E402
+from ..analysis.stats import wilson_interval  # noqa: E402
 
-__all__ = ["wilson", "rate_bars", "stacked_counts", "fraction_slower", "percentile_ladder", "box_plots",
+__all__ = ["rate_bars", "stacked_counts", "fraction_slower", "percentile_ladder", "box_plots",
            "forest", "scatter_ab", "pareto", "heatmap", "no_data"]
 
 STYLE = {
@@ -37,14 +37,6 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
           "#bcbd22", "#17becf"]
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 WIDTH = 7.5  # inches
-
-
-def wilson(k: int, n: int) -> tuple[float, float]:
-    """Wilson score 95% interval of a proportion k/n; (nan, nan) when n = 0."""
-    if n <= 0:
-        return math.nan, math.nan
-    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(ci.low), float(ci.high)
 
 
 def _to_svg(fig: Figure) -> str:
@@ -116,7 +108,7 @@ def rate_bars(groups: list[str], series: dict[str, list[tuple[int, int]]], title
     width = 0.8 / len(series)
     for j, (name, counts) in enumerate(series.items()):
         props = [k / n if n else math.nan for k, n in counts]
-        cis = [wilson(k, n) for k, n in counts]
+        cis = [wilson_interval(k, n) for k, n in counts]
         err = np.array([[p - lo for p, (lo, _) in zip(props, cis)], [hi - p for p, (_, hi) in zip(props, cis)]])
         x = np.arange(len(groups)) + (j - (len(series) - 1) / 2) * width
         ax.bar(x, props, width * 0.92, yerr=np.nan_to_num(err), capsize=3, label=name, color=COLORS[j % 10],

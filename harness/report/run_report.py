@@ -22,6 +22,7 @@ import pandas as pd
 from ..compiling import STATUSES
 from ..reporting.summary import FINISHES, SKIPPED, is_skipped
 from ..reporting.writer import ROWS_FILE, read_rows
+from ..analysis.stats import wilson_interval
 from . import plots
 from .page import Figure, KeyValues, Links, Page, Section, Table, Text, render_page
 
@@ -132,7 +133,7 @@ def _rate(k: int, n: int) -> str:
     """"p (low–high)" with the Wilson 95% interval, or "–" when n = 0."""
     if not n:
         return "–"
-    lo, hi = plots.wilson(k, n)
+    lo, hi = wilson_interval(k, n)
     return f"{k / n:.3f} ({lo:.3f}–{hi:.3f})"
 
 

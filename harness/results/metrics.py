@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
+
+import numpy as np
 
 PERCENTILES = (50, 90, 99)
 
@@ -84,6 +86,30 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
 _STAT = re.compile(r"^(?P<stem>[a-z_]+)_p(?P<q>\d+(?:\.\d+)?)_(?P<unit>ms|us)$")
 
 
+def stat_name(m: Metric, q: float) -> str:
+    """A latency statistic's name: mask_p99_us, mask_p99.9_us."""
+    return f"{m.name}_p{q:g}_{m.unit}"
+
+
+def samples(m: Metric, value: Any) -> list[float]:
+    """One row's value of a latency metric as a list (a pooled metric's per-token times, or one time)."""
+    return [float(x) for x in value] if m.kind == "pooled_latency" else [float(value)]
+
+
+def pooled(m: Metric, rows: Iterable[dict[str, Any]]) -> list[float]:
+    """Every sample of a latency metric over rows (a pooled metric's tokens, a case metric's cases)."""
+    return [x for v in (m.value(r) for r in rows) if v is not None for x in samples(m, v)]
+
+
+def aggregate(m: Metric, rows: Iterable[dict[str, Any]], q: float | None = None) -> float | None:
+    """A metric over rows: a proportion's mean, or the q-th percentile of a latency pooled over rows."""
+    if q is not None:
+        pool = pooled(m, rows)
+        return float(np.percentile(pool, q)) if pool else None
+    values = [v for v in (m.value(r) for r in rows) if v is not None]
+    return float(np.mean(values)) if values else None
+
+
 def metrics_for(kind: str) -> list[Metric]:
     return [m for m in METRICS.values() if kind in m.run_kinds]
 
@@ -92,7 +118,7 @@ def statistic_names(kind: str) -> list[str]:
     """Every name a gate threshold or a compare row can use for this run kind."""
     out = []
     for m in metrics_for(kind):
-        out += [f"{m.name}_p{q}_{m.unit}" for q in PERCENTILES] if m.is_latency else [m.name]
+        out += [stat_name(m, q) for q in PERCENTILES] if m.is_latency else [m.name]
     return out
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from harness.cli import main
+from harness.results.rows import blank
 from harness.results.rundir import RunDir, make_fingerprint
 
 
@@ -17,7 +18,7 @@ def _rows(n: int, valid: list[int], mask_scale: float, seed: int, engine: str = 
     rows = []
     for i in range(n):
         masks = list(np.round(rng.lognormal(np.log(50), 0.3, size=20) * mask_scale, 2))
-        rows.append({"task_id": f"t{i}", "source": "synthetic", "seed": 0, "engine": engine, "sampler": "masking",
+        rows.append(blank("run") | {"task_id": f"t{i}", "source": "synthetic", "seed": 0, "engine": engine, "sampler": "masking",
                      "engine_version": "1", "tags": "type", "compile_status": "ok", "dc": 1, "valid": bool(valid[i]),
                      "ec": valid[i], "finish_reason": "eos", "compile_s": 0.01 * mask_scale, "ttft_s": 0.02 * mask_scale,
                      "tpot_ms": 10.0, "mask_times_us": masks, "lm_s": 0.1, "engine_s": 0.01, "output_tokens": 20,

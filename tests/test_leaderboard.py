@@ -17,6 +17,7 @@ from harness.analysis import leaderboard as lb
 from harness.analysis.leaderboard import (BEGIN, END, FIDELITY_REASON, REFERENCE_LABEL, build_leaderboards, history,
                                           update_readme, write_leaderboards)
 from harness.errors import ConfigError
+from harness.results.rows import blank
 from harness.results.rundir import RunDir, make_fingerprint
 
 HOSTILE = "</script><script>alert(1)</script>"
@@ -29,7 +30,7 @@ Z = 1.959963984540054  # standard normal 97.5% quantile
 
 def run_row(engine: str, task: str, valid: bool = True, dc: int = 1, source: str = "jsb:Github_easy",
             sampler: str = "masking", tags: str = "type,properties", **over: Any) -> dict[str, Any]:
-    row = {"engine": engine, "sampler": sampler, "engine_version": "1.0", "source": source, "task_id": task,
+    row = blank("run") | {"engine": engine, "sampler": sampler, "engine_version": "1.0", "source": source, "task_id": task,
            "seed": 0, "tags": tags, "compile_status": "ok" if dc else "error", "dc": dc, "valid": bool(valid and dc),
            "compile_s": 0.002 if dc else None, "ttft_s": 0.01 if dc else None, "tpot_ms": 5.0 if dc else None,
            "mask_times_us": [10.0, 20.0] if dc else [], "lm_s": 0.1 if dc else 0.0, "engine_s": 0.01 if dc else 0.0,
@@ -40,7 +41,7 @@ def run_row(engine: str, task: str, valid: bool = True, dc: int = 1, source: str
 
 def replay_row(engine: str, task: str, bucket: str = "pass", group: str = "G1", vr: int = 0, ia: int = 0,
                compile_s: float = 0.001, mask: list[float] | None = None, tags: list[str] | None = None) -> dict:
-    return {"engine": engine, "group": group, "task_id": task, "status": "done", "bucket": bucket,
+    return blank("replay") | {"engine": engine, "group": group, "task_id": task, "status": "done", "bucket": bucket,
             "compile_status": "ok", "valid_rejected": vr, "invalid_accepted": ia, "cold_compile_s": compile_s,
             "mask_us": list(mask or [10.0]), "tags": list(tags or ["type"])}
 

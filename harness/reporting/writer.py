@@ -19,8 +19,12 @@ ROWS_FILE = "rows.jsonl"
 
 
 class RowWriter:
-    def __init__(self, run_dir: Path) -> None:
+    """Appends rows to rows.jsonl; with a kind, each row is checked against its declared row type
+    (harness.results.rows) before it is written."""
+
+    def __init__(self, run_dir: Path, kind: str | None = None) -> None:
         self.run_dir = run_dir
+        self.kind = kind
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / ROWS_FILE
         drop_torn_tail(self.path)
@@ -28,6 +32,10 @@ class RowWriter:
         self.count = 0
 
     def append(self, row: dict[str, Any]) -> None:
+        if self.kind:
+            from ..results.rows import check
+
+            check(self.kind, row)
         self._fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
@@ -82,10 +90,12 @@ def drop_torn_tail(path: Path) -> None:
             fh.truncate(tail_start)
 
 
-def read_rows(run_dir: Path) -> list[dict[str, Any]]:
+def read_rows(run_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:
     """Every row of a run's journal. A last line without its newline that does not parse is a
-    row torn by a killed run and is dropped; any other line that is not a JSON object raises
-    ConfigError naming the file and the line number."""
+    row torn by a killed run and is dropped; any other line that is not a JSON object, or (with a
+    kind) not a row of that kind's declared type, raises ConfigError naming the file and line."""
+    from ..results.rows import problems
+
     path = run_dir / ROWS_FILE
     if not path.exists():
         return []
@@ -99,6 +109,9 @@ def read_rows(run_dir: Path) -> list[dict[str, Any]]:
                 if not raw.endswith(b"\n"):
                     break  # only the last line can lack its newline: the torn tail of a killed run
                 raise ConfigError(f"{path}:{lineno}: corrupt journal line: {problem}")
+            found = problems(kind, row, writing=False) if kind else []
+            if found:
+                raise ConfigError(f"{path}:{lineno}: not a {kind} row: {'; '.join(found[:3])}")
             rows.append(row)
     return rows
 

@@ -176,10 +176,10 @@ class RunDir:
         self.save()
 
     def writer(self) -> RowWriter:
-        return RowWriter(self.path)
+        return RowWriter(self.path, self.kind)
 
     def rows(self) -> list[dict[str, Any]]:
-        return read_rows(self.path)
+        return read_rows(self.path, self.kind)
 
 
 def upgrade(path: str | Path) -> RunDir:

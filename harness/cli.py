@@ -48,6 +48,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap-resamples", dest="bootstrap_resamples", type=int,
                    help="task-level bootstrap resamples for the summary's intervals")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run: its recorded cases are kept, "
+                   "the rest run; its config is the base (flags that change results are refused)")
 
 
 _NOT_CONFIG = {"command", "config", "func"}
@@ -59,9 +61,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     file_values = load_config_file(args.config) if args.config else {}
     flags = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+    if args.resume:
+        file_values = {**_resumed_config(args.resume), **file_values}
     cfg = build_config(file_values, flags)
     return _run_with_progress(lambda progress: run(cfg, progress=progress), cfg.progress, "case",
                               lambda r: f"{r['engine']} {r['task_id'][:28]} {r['compile_status']}/{r['finish_reason']}")
+
+
+def _resumed_config(path: str) -> dict[str, Any]:
+    """The recorded config of the run to resume, placed where it is (reports dir and run id)."""
+    from dataclasses import fields
+
+    from .config import RunConfig
+    from .results.rundir import RunDir
+
+    rd = RunDir.open(path)
+    if rd.kind != "run":
+        raise ConfigError(f"{rd.path}: a {rd.kind} directory; resume it with `cdbench {rd.kind} --resume`")
+    known = {f.name for f in fields(RunConfig)}
+    values = {k: v for k, v in rd.manifest.config.items() if k in known and v is not None}
+    values.update(reports_dir=str(rd.path.parent), run_id=rd.path.name)
+    return values
 
 
 def _run_with_progress(job: Callable[[Callable[..., None]], Path], enabled: bool | None, unit: str,

@@ -55,6 +55,7 @@ class RunConfig:
     bootstrap_seed: int = 0
     bootstrap_resamples: int = 1000    # JSONSchemaBench's protocol: 100
     progress: bool = True
+    resume: str | None = None          # a run directory to continue (its cases already recorded are kept)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

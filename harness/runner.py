@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from dataclasses import dataclass
 import sys
 import time
 from pathlib import Path
@@ -164,8 +165,19 @@ def new_run_id() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def run(cfg: RunConfig, lm: LanguageModel | None = None,
-        progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> Path:
+@dataclass
+class _Setup:
+    """What a run needs before its first case: tasks, LM, engines, samplers and the environment."""
+    tasks: list[Task]
+    protocol: Protocol
+    lm: LanguageModel
+    engines: list[ConstraintEngine]
+    samplers: list[Any]
+    env: dict[str, Any]
+    model_info: dict[str, Any]
+
+
+def _setup(cfg: RunConfig, lm: LanguageModel | None) -> _Setup:
     tasks = load_tasks(cfg.dataset, cfg.subset or None, cfg.limit, cfg.schema_files or None,
                        data_dir=cfg.data_dir, split=cfg.split, hub_cache=cfg.hub_cache, offline=cfg.offline)
     if not tasks:
@@ -186,65 +198,117 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
             raise ConfigError(f"engine '{name}' cannot run with model {lm.name}: {exc}") from exc
         engine_init[name] = time.perf_counter() - t0
     samplers = [make_sampler(name, cfg) for name in cfg.samplers]
-
-    run_id = cfg.run_id or new_run_id()
-    resolved = {**cfg.to_dict(), "run_id": run_id, "engines": engine_names}
     model_info = lm.info()
     env = environment(REPO_ROOT)
     env.update({"model": model_info, "engine_init_s": engine_init,
                 "engines": {e.name: {"version": e.version(), "settings": e.settings()} for e in engines},
                 "samplers": {s.name: s.settings() for s in samplers}, "tasks": len(tasks)})
-    rd = RunDir.create(cfg.reports_dir, run_id, "run", resolved,
-                       run_fingerprint(cfg, lm, model_info, tasks, engines, samplers), env)
-    run_dir = rd.path
+    return _Setup(tasks, protocol, lm, engines, samplers, env, model_info)
 
+
+def case_id(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What identifies a case within a run: its task (source and id), engine, sampler and seed."""
+    return (row["source"], row["task_id"], row["engine"], row["sampler"], row["seed"])
+
+
+def _incomplete_stateful(rows: list[dict[str, Any]], stateful: set[str], seeds: list[int]) -> set[tuple]:
+    """(source, task, engine, sampler) groups of a stateful sampler (ASAp's trie) with some seeds
+    recorded but not all: their trie cannot be rebuilt from rows, so the group is run again whole."""
+    seen: dict[tuple, set[int]] = {}
+    for r in rows:
+        if r["sampler"] in stateful:
+            seen.setdefault(case_id(r)[:4], set()).add(r["seed"])
+    return {g for g, have in seen.items() if have != set(seeds)}
+
+
+def _open_run(cfg: RunConfig, st: _Setup) -> tuple[RunDir, set[tuple]]:
+    """A new run directory, or (--resume) the existing one with the cases it already holds."""
+    fingerprint = run_fingerprint(cfg, st.lm, st.model_info, st.tasks, st.engines, st.samplers)
+    if cfg.resume:
+        rd = RunDir.resume(cfg.resume, "run", fingerprint)
+        rows = rd.rows()
+        rerun = _incomplete_stateful(rows, {s.name for s in st.samplers if getattr(s, "stateful", False)}, cfg.seeds)
+        if rerun:
+            rows = [r for r in rows if case_id(r)[:4] not in rerun]
+            rd.rewrite_rows(rows)
+        rd.update_environment(**st.env, resumed=rd.manifest.environment.get("resumed", []) + [len(rows)])
+        return rd, {case_id(r) for r in rows}
+    run_id = cfg.run_id or new_run_id()
+    resolved = {**cfg.to_dict(), "run_id": run_id, "engines": [e.name for e in st.engines]}
+    return RunDir.create(cfg.reports_dir, run_id, "run", resolved, fingerprint, st.env), set()
+
+
+def run(cfg: RunConfig, lm: LanguageModel | None = None,
+        progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> Path:
+    st = _setup(cfg, lm)
+    rd, done = _open_run(cfg, st)
     writer = rd.writer()
-    total = len(tasks) * len(engines) * len(samplers) * len(cfg.seeds)
-    done = 0
+    counter = _Progress(len(st.tasks) * len(st.engines) * len(st.samplers) * len(cfg.seeds), len(done), progress)
     try:
-        for task in tasks:
-            prompt_ids = lm.encode_chat(protocol.messages(task))
-            n_ctx = getattr(lm, "n_ctx", 1 << 30)
-            too_long = len(prompt_ids) + cfg.max_tokens > n_ctx
-            # A harness limit, not an engine's outcome: every engine's case is recorded as skipped
-            # (nothing compiled or generated, dc and ec empty) and the summary leaves it out.
-            skip_reason = (f"skipped: prompt of {len(prompt_ids)} tokens + max_tokens {cfg.max_tokens} "
-                           f"exceeds n_ctx {n_ctx}") if too_long else ""
-            prefill_s = None
-            if not too_long:
-                # The prompt is evaluated once per task, before any case's clock starts, so
-                # no engine's TTFT or LM time carries the prefill for the others.
-                t0 = time.perf_counter()
-                lm.logits(prompt_ids)
-                prefill_s = time.perf_counter() - t0
-            for engine in engines:
-                comp = (CompileOutcome("skipped", None, skip_reason) if too_long
-                        else compile_task(engine, task, cfg.compile_timeout_s, cfg.compile_guard))
-                # Stateful samplers (ASAp's trie) start afresh for every task and engine.
-                for sampler in [make_sampler(s.name, cfg) if getattr(s, "stateful", False) else s for s in samplers]:
-                    for seed in cfg.seeds:
-                        gen = generate_case(engine, comp, sampler, lm, prompt_ids, cfg, seed)
-                        row = case_row(task, engine, sampler, seed, cfg, comp, gen, len(prompt_ids), lm)
-                        if too_long:
-                            row.update({"finish_reason": "skipped", "dc": None, "ec": None,
-                                        "parses": None, "valid": None})
-                        row["run_id"] = run_id
-                        row["prefill_s"] = prefill_s
-                        row["model_sha256"] = model_info.get("model_sha256")
-                        writer.append(row)
-                        done += 1
-                        if progress:
-                            progress(done, total, row)
+        for task in st.tasks:
+            _run_task(task, cfg, st, rd.run_id, done, writer, counter)
     finally:
         writer.close()
-    summary = summarize(run_dir, bootstrap_seed=cfg.bootstrap_seed, n_resamples=cfg.bootstrap_resamples)
-    write_summary(run_dir, summary, env, cfg.bootstrap_resamples)
+    summary = summarize(rd.path, bootstrap_seed=cfg.bootstrap_seed, n_resamples=cfg.bootstrap_resamples)
+    write_summary(rd.path, summary, rd.manifest.environment, cfg.bootstrap_resamples)
     rd.finish()
-    return run_dir
+    return rd.path
+
+
+@dataclass
+class _Progress:
+    total: int
+    done: int
+    report: Callable[[int, int, dict[str, Any]], None] | None
+
+    def step(self, row: dict[str, Any]) -> None:
+        self.done += 1
+        if self.report:
+            self.report(self.done, self.total, row)
+
+
+def _run_task(task: Task, cfg: RunConfig, st: _Setup, run_id: str, done: set[tuple], writer: Any,
+              counter: _Progress) -> None:
+    """Every case of one task still to do: the prompt once, then each engine's compile and cases."""
+    todo = {e.name: [(s, seed) for s in st.samplers for seed in cfg.seeds
+                     if (task.source, task.id, e.name, s.name, seed) not in done] for e in st.engines}
+    if not any(todo.values()):
+        return
+    prompt_ids = st.lm.encode_chat(st.protocol.messages(task))
+    n_ctx = getattr(st.lm, "n_ctx", 1 << 30)
+    too_long = len(prompt_ids) + cfg.max_tokens > n_ctx
+    # A harness limit, not an engine's outcome: every engine's case is recorded as skipped
+    # (nothing compiled or generated, dc and ec empty) and the summary leaves it out.
+    skip_reason = (f"skipped: prompt of {len(prompt_ids)} tokens + max_tokens {cfg.max_tokens} "
+                   f"exceeds n_ctx {n_ctx}") if too_long else ""
+    prefill_s = None
+    if not too_long:
+        # The prompt is evaluated once per task, before any case's clock starts, so
+        # no engine's TTFT or LM time carries the prefill for the others.
+        t0 = time.perf_counter()
+        st.lm.logits(prompt_ids)
+        prefill_s = time.perf_counter() - t0
+    fixed = {"run_id": run_id, "prefill_s": prefill_s, "model_sha256": st.model_info.get("model_sha256")}
+    for engine in st.engines:
+        if not todo[engine.name]:
+            continue
+        comp = (CompileOutcome("skipped", None, skip_reason) if too_long
+                else compile_task(engine, task, cfg.compile_timeout_s, cfg.compile_guard))
+        # Stateful samplers (ASAp's trie) start afresh for every task and engine.
+        fresh = {s.name: make_sampler(s.name, cfg) if getattr(s, "stateful", False) else s for s in st.samplers}
+        for sampler_proto, seed in todo[engine.name]:
+            sampler = fresh[sampler_proto.name]
+            gen = generate_case(engine, comp, sampler, st.lm, prompt_ids, cfg, seed)
+            row = case_row(task, engine, sampler, seed, cfg, comp, gen, len(prompt_ids), st.lm)
+            if too_long:
+                row.update({"finish_reason": "skipped", "dc": None, "ec": None, "parses": None, "valid": None})
+            row.update(fixed)
+            writer.append(row)
+            counter.step(row)
 
 
 # Run settings that are not part of what a result is a result of: where it goes and how it is shown.
-_NOT_SETTINGS = {"run_id", "reports_dir", "progress", "data_dir", "hub_cache", "offline", "model"}
+_NOT_SETTINGS = {"run_id", "reports_dir", "progress", "data_dir", "hub_cache", "offline", "model", "resume"}
 
 
 def run_fingerprint(cfg: RunConfig, lm: LanguageModel, info: dict[str, Any], tasks: list[Task],

@@ -45,6 +45,18 @@ class RowWriter:
         self._fh.close()
 
 
+def rewrite_rows(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace the journal with these rows, atomically (a kill leaves the old journal or the new)."""
+    path = run_dir / ROWS_FILE
+    tmp = path.with_name(ROWS_FILE + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def _parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str]:
     """(row, "") if the line is a JSON object, else (None, what is wrong with it)."""
     try:

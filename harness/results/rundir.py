@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import ConfigError
-from ..reporting.writer import ROWS_FILE, RowWriter, read_rows
+from ..reporting.writer import ROWS_FILE, RowWriter, read_rows, rewrite_rows
 
 FORMAT_VERSION = 2
 KINDS = ("run", "replay", "fidelity")
@@ -180,6 +180,10 @@ class RunDir:
 
     def rows(self) -> list[dict[str, Any]]:
         return read_rows(self.path, self.kind)
+
+    def rewrite_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Replace the journal (a resumed run dropping cases it will run again)."""
+        rewrite_rows(self.path, rows)
 
 
 def upgrade(path: str | Path) -> RunDir:

@@ -68,17 +68,18 @@ def cmd_run(args: argparse.Namespace) -> int:
                               lambda r: f"{r['engine']} {r['task_id'][:28]} {r['compile_status']}/{r['finish_reason']}")
 
 
-def _resumed_config(path: str) -> dict[str, Any]:
+def _resumed_config(path: str, kind: str = "run") -> dict[str, Any]:
     """The recorded config of the run to resume, placed where it is (reports dir and run id)."""
     from dataclasses import fields
 
     from .config import RunConfig
+    from .fidelity.run import FidelityConfig
     from .results.rundir import RunDir
 
     rd = RunDir.open(path)
-    if rd.kind != "run":
+    if rd.kind != kind:
         raise ConfigError(f"{rd.path}: a {rd.kind} directory; resume it with `cdbench {rd.kind} --resume`")
-    known = {f.name for f in fields(RunConfig)}
+    known = {f.name for f in fields(RunConfig if kind == "run" else FidelityConfig)}
     values = {k: v for k, v in rd.manifest.config.items() if k in known and v is not None}
     values.update(reports_dir=str(rd.path.parent), run_id=rd.path.name)
     return values
@@ -147,7 +148,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 def cmd_fidelity(args: argparse.Namespace) -> int:
     from .fidelity.run import FidelityConfig, run_fidelity
 
-    cfg = FidelityConfig()
+    cfg = FidelityConfig(**_resumed_config(args.resume, "fidelity")) if args.resume else FidelityConfig()
     for key, value in vars(args).items():
         if key in ("command", "func") or value is None:
             continue
@@ -229,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_fid.add_argument("--null-reps", dest="null_reps", type=int, help="repetitions for the null band (default 200)")
     p_fid.add_argument("--model", help="GGUF model path (default Gemma 3 270M)")
     p_fid.add_argument("--reports-dir", dest="reports_dir")
+    p_fid.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted fidelity run: finished tasks "
+                       "are kept, the task in flight runs again whole; a changed config is refused")
     p_fid.add_argument("--run-id", dest="run_id")
     p_fid.set_defaults(func=cmd_fidelity)
     from .cli_results import add_commands

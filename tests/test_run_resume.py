@@ -151,3 +151,36 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_rows(tmp_p
     print(f"killed with SIGKILL after {kills} rows; {len(rows)} rows at the end")
     assert len(kills) == 4 and all(1 <= k < 24 for k in kills)
     assert len(rows) == 24 and outcomes(rows) == outcomes(reference)
+
+
+def test_fidelity_resume_keeps_finished_tasks_and_reruns_the_one_in_flight(tmp_path):
+    from harness.fidelity.run import FidelityConfig, run_fidelity
+    from harness.lm.tabular import toy_binary_lm
+
+    def cfg(run_id, **over):
+        values = dict(tasks=["binary_skewed", "arith_small"], samples=100, samplers=["masking", "asap"],
+                      null_reps=20, reports_dir=str(tmp_path), run_id=run_id)
+        return FidelityConfig(**(values | over))
+
+    whole = read_rows(run_fidelity(cfg("whole"), lm=toy_binary_lm(), log=lambda _: None))
+
+    def die_on_second(line):
+        if line.startswith("arith_small"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_fidelity(cfg("cut"), lm=toy_binary_lm(), log=die_on_second)
+    path = tmp_path / "cut"
+    with (path / "rows.jsonl").open("a") as fh:  # as if killed after one row of the task in flight
+        fh.write(json.dumps({**whole[-1], "task": "arith_small"}) + "\n")
+    started = []
+    run_fidelity(cfg("cut", resume=str(path)), lm=toy_binary_lm(),
+                 log=lambda line: started.append(line) if line.endswith(":") else None)
+    assert started == ["arith_small:"]
+    drop = ("seconds", "lm_s")
+    strip = lambda rows: sorted(json.dumps({k: v for k, v in r.items() if k not in drop}, sort_keys=True) for r in rows)
+    assert strip(read_rows(path)) == strip(whole)
+    assert [r["task"] for r in json.loads((path / "fidelity.json").read_text())["results"]] == \
+        ["binary_skewed", "arith_small"]
+    with pytest.raises(ConfigError, match="cannot resume"):
+        run_fidelity(cfg("cut", resume=str(path), samples=50), lm=toy_binary_lm(), log=lambda _: None)

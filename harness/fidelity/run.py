@@ -59,6 +59,7 @@ class FidelityConfig:
     reports_dir: str = "reports"
     run_id: str | None = None
     model: str | None = None
+    resume: str | None = None       # a fidelity run directory to continue (finished tasks are kept)
 
 
 def curve_points(n: int) -> list[int]:
@@ -127,6 +128,11 @@ def run_task(task: Task, cfg: FidelityConfig, lm: LanguageModel, engine, log: Ca
     except BudgetExceeded as exc:
         res.update(status="budget", message=str(exc))
         log(f"  {task.id}: {exc}")
+        return res
+    if not target.sequences:  # nothing to compare a sampler with: a row that says so, not a crash
+        res.update(status="empty", message=f"no string of the language within {bound} tokens has probability "
+                   "above zero under this model")
+        log(f"  {task.id}: {res['message']}")
         return res
     decode = lambda s: lm.tokenizer.decode(list(s)).decode("utf-8", "replace")  # noqa: E731
     scorer = _Scorer(target, decode, cfg.level, cfg.null_reps, cfg.seed)
@@ -263,8 +269,7 @@ def format_report(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run_fidelity(cfg: FidelityConfig, lm: LanguageModel | None = None,
-                 log: Callable[[str], None] = print) -> Path:
+def _check(cfg: FidelityConfig) -> None:
     if cfg.level not in ("tokens", "strings"):
         raise ConfigError(f"level must be 'tokens' or 'strings', got {cfg.level!r}")
     for name in cfg.samplers:
@@ -272,6 +277,45 @@ def run_fidelity(cfg: FidelityConfig, lm: LanguageModel | None = None,
             raise ConfigError(f"fidelity: unknown sampler '{name}' (have: {', '.join(SAMPLER_NAMES)})")
     if cfg.samples < 1 or cfg.particles < 1:
         raise ConfigError("samples and particles must be >= 1")
+
+
+def _finished(rd: RunDir) -> list[dict[str, Any]]:
+    """A resumed fidelity run's finished tasks: in fidelity.json and with all their rows. Any other
+    task's rows (the task in flight when the run died) are dropped; that task runs again whole."""
+    path = rd.path / "fidelity.json"
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))["results"] if path.exists() else []
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: cannot resume from it: {exc}") from exc
+    rows = rd.rows()
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_task.setdefault(r["task"], []).append(r)
+    done = [res for res in kept if len(by_task.get(res["task"], [])) == len(fidelity_rows(res))]
+    names = {res["task"] for res in done}
+    if len(rows) != sum(len(by_task[t]) for t in names):
+        rd.rewrite_rows([r for r in rows if r["task"] in names])
+    return done
+
+
+def _open_run(cfg: FidelityConfig, lm: LanguageModel, tasks: list[Task], engine: Any) -> tuple[RunDir, list]:
+    model_info = lm.info()
+    env = environment(REPO_ROOT)
+    env.update({"model": model_info, "engine": {"name": engine.name, "version": engine.version(),
+                                               "settings": engine.settings()}})
+    fingerprint = fidelity_fingerprint(cfg, lm, model_info, tasks, engine)
+    if cfg.resume:
+        rd = RunDir.resume(cfg.resume, "fidelity", fingerprint)
+        done = _finished(rd)
+        rd.update_environment(**env, resumed=rd.manifest.environment.get("resumed", []) + [len(done)])
+        return rd, done
+    run_id = cfg.run_id or _dt.datetime.now().strftime("fidelity-%Y%m%d-%H%M%S")
+    return RunDir.create(cfg.reports_dir, run_id, "fidelity", asdict(cfg), fingerprint, env), []
+
+
+def run_fidelity(cfg: FidelityConfig, lm: LanguageModel | None = None,
+                 log: Callable[[str], None] = print) -> Path:
+    _check(cfg)
     tasks = load_tasks(cfg.dataset, cfg.tasks or None)
     if lm is None:
         from ..config import RunConfig
@@ -279,32 +323,32 @@ def run_fidelity(cfg: FidelityConfig, lm: LanguageModel | None = None,
 
         lm = load_lm(RunConfig(model=cfg.model))
     engine = ENGINES.create(cfg.engine, lm.tokenizer, EngineOptions())
-    run_id = cfg.run_id or _dt.datetime.now().strftime("fidelity-%Y%m%d-%H%M%S")
-    model_info = lm.info()
-    env = environment(REPO_ROOT)
-    env.update({"model": model_info, "engine": {"name": engine.name, "version": engine.version(),
-                                               "settings": engine.settings()}})
-    rd = RunDir.create(cfg.reports_dir, run_id, "fidelity", asdict(cfg), fidelity_fingerprint(cfg, lm, model_info, tasks, engine), env)
-    run_dir = rd.path
-    results = []
+    rd, results = _open_run(cfg, lm, tasks, engine)
+    finished = {r["task"] for r in results}
     writer = rd.writer()
     try:
         for task in tasks:
+            if task.id in finished:
+                continue
             log(f"{task.id}:")
             results.append(run_task(task, cfg, lm, engine, log))
             for row in fidelity_rows(results[-1]):
                 writer.append(row)
-            write_json(run_dir / "fidelity.json", {"results": results})  # details (curves, top strings), kept after each task
+            write_json(rd.path / "fidelity.json", {"results": results})  # details (curves, top strings), kept after each task
     finally:
         writer.close()
+    _write_reports(rd.path, results)
+    rd.finish()
+    return rd.path
+
+
+def _write_reports(run_dir: Path, results: list[dict[str, Any]]) -> None:
     (run_dir / "fidelity.md").write_text(format_report(results), encoding="utf-8")
     with open(run_dir / "curve.csv", "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=["task", "samples", "trie_tv", "theta_root", "distinct", "trie_nodes", "seconds"])
         w.writeheader()
         for r in results:
             w.writerows(r["curve"])
-    rd.finish()
-    return run_dir
 
 
 def fidelity_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -320,6 +364,7 @@ def fidelity_fingerprint(cfg: FidelityConfig, lm: LanguageModel, info: dict[str,
                          engine: Any) -> dict[str, Any]:
     comparable = {"model": model_identity(info), "tokenizer": vocabulary_hash(lm.tokenizer.token_bytes),
                   "task_set": task_set_hash(tasks), "level": cfg.level, "length_bound": cfg.length_bound}
-    settings = {k: v for k, v in asdict(cfg).items() if k not in comparable and k not in ("reports_dir", "run_id", "model")}
+    settings = {k: v for k, v in asdict(cfg).items()
+                if k not in comparable and k not in ("reports_dir", "run_id", "model", "resume")}
     settings["engine"] = {"name": engine.name, "version": engine.version(), **engine.settings()}
     return make_fingerprint("fidelity", comparable, settings)

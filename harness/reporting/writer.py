@@ -129,7 +129,10 @@ def read_rows(run_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    """Written whole or not at all: a kill leaves the previous file (temporary file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def toml_dumps(data: dict[str, Any]) -> str:

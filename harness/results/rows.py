@@ -129,7 +129,7 @@ class FidelityRow:
     engine: str = col(doc="constraint engine", key=True)
     level: str = col(doc="tokens or strings: what the distributions are over")
     length_bound: int | None = col("tokens", "the length bound that makes the target finite")
-    status: str = col(doc="ok, or why the task could not be walked")
+    status: str = col(doc="ok, or why the task could not be walked (a compile status, budget, empty, error)")
     message: str | None = col(doc="the reason, when status is not ok")
     p_of_l: float | None = col("probability", "P(L): the LM's mass on the constrained language", optional=True)
     sequences: int | None = col(doc="token sequences in the target", optional=True)

@@ -4,14 +4,15 @@ At every step the full mask is computed (timed), the next token is looked up in 
 the matcher is advanced (timed apart). A valid instance must pass every step and end with
 EOS allowed; an invalid one must be refused somewhere. Replay's numbers come from this loop,
 so the loop the tests check is the loop that produces them. Options: a digest of every mask
-(for cross-engine diffs) and the refused token with the text before it.
+(for cross-engine diffs), a copy of the mask at chosen steps (what the differential oracle's
+digests stand for), and the refused token with the text before it.
 """
 from __future__ import annotations
 
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
@@ -29,12 +30,23 @@ class ForceResult:
     mask_times: list[float] = field(default_factory=list)
     advance_times: list[float] = field(default_factory=list)
     digests: list[str] = field(default_factory=list)
+    masks: dict[int, bytes] = field(default_factory=dict)  # step -> the packed mask there (keep_masks_at)
+
+
+def mask_digest(mask: bytes) -> str:
+    """The digest kept of a mask (digests=True): equal masks, equal digests, across engines."""
+    return hashlib.blake2b(mask, digest_size=8).hexdigest()
 
 
 def force(matcher: Matcher, ids: Sequence[int], view: Any, bitmask: np.ndarray | None = None, *,
           digests: bool = False, mask_times: list[float] | None = None,
-          advance_times: list[float] | None = None) -> ForceResult:
-    """Force ids then EOS. Times go to the given lists (replay pools them) or the result's own."""
+          advance_times: list[float] | None = None, keep_masks_at: Collection[int] | None = None) -> ForceResult:
+    """Force ids then EOS. Times go to the given lists (replay pools them) or the result's own.
+
+    keep_masks_at: steps whose mask (the packed bitmask's bytes, as filled before that step's
+    token is checked) goes to `res.masks`; step len(ids) is the EOS step. A step after a
+    refusal is never reached, so it has no mask.
+    """
     eos = view.eos_id
     bitmask = bitmask if bitmask is not None else new_bitmask(view.vocab_size)
     words = memoryview(bitmask)  # reading one word: a Python int, without a numpy scalar
@@ -44,12 +56,17 @@ def force(matcher: Matcher, ids: Sequence[int], view: Any, bitmask: np.ndarray |
     append_mask, append_advance, clock = masks.append, advances.append, time.perf_counter
     fill, advance = matcher.fill_mask, matcher.advance
     steps = list(ids) + [eos]
+    keep = frozenset(keep_masks_at or ())
+    record = digests or bool(keep)
     for i, token in enumerate(steps):  # the hot loop: keep it to the timed calls
         a = clock()
         fill(bitmask)
         append_mask(clock() - a)
-        if digests:
-            res.digests.append(hashlib.blake2b(bitmask.tobytes(), digest_size=8).hexdigest())
+        if record:
+            if digests:
+                res.digests.append(mask_digest(bitmask.tobytes()))
+            if i in keep:
+                res.masks[i] = bitmask.tobytes()
         if not (words[token >> 5] >> (token & 31)) & 1:
             return _refused(res, view, steps, i, advance_refused=False)
         if token == eos:

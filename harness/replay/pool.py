@@ -3,7 +3,8 @@
 A worker that dies (signal), overruns its job's time limit (killed) or reports MemoryError
 gives that job a bucket (crash, timeout, oom) and is replaced; the run goes on. A job's
 result is settled before its warm compile, which runs under a limit of its own: a worker that
-dies or overruns there is replaced and only the warm measurement is lost.
+dies or overruns there is replaced and only the warm measurement is lost. The same pool runs
+the differential oracle's mask jobs (worker.MaskJob), which have no warm compile.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import ConfigError
-from .worker import Job, WorkerSpec, worker_main
+from .worker import Job, MaskJob, WorkerSpec, worker_main
 
 _CTX = mp.get_context("spawn")  # a clean interpreter: no inherited threads or engine state
 
@@ -129,7 +130,7 @@ class WorkerPool:
         self._workers[idx] = self._spawn()
         self.replaced += 1
 
-    def run(self, jobs: Iterable[tuple[Any, Job]], timeout_s: float,
+    def run(self, jobs: Iterable[tuple[Any, Job | MaskJob]], timeout_s: float,
             on_result: Callable[[Any, str, dict[str, Any], float], None]) -> None:
         """Run (key, job) pairs; on_result(key, status, payload, wall_s) is called as each ends.
 
@@ -145,9 +146,9 @@ class WorkerPool:
         finally:
             self.run_s += time.perf_counter() - started
 
-    def _run(self, jobs: Iterable[tuple[Any, Job]], timeout_s: float,
+    def _run(self, jobs: Iterable[tuple[Any, Job | MaskJob]], timeout_s: float,
              on_result: Callable[[Any, str, dict[str, Any], float], None]) -> None:
-        pending: Iterator[tuple[Any, Job]] = iter(jobs)
+        pending: Iterator[tuple[Any, Job | MaskJob]] = iter(jobs)
         exhausted = False
         while True:
             for w in self._workers:

@@ -4,7 +4,10 @@ Instances are serialised as the data's convention says (compact JSON, non-ASCII 
 tokenized with the benchmark tokenizer (the default model's vocabulary, read from its GGUF;
 no weights are needed). Each engine runs in worker processes with a per-schema time limit
 and an address-space limit. One row per (engine, schema) is appended as it finishes, so an
-interrupted replay resumes where it stopped (--resume).
+interrupted replay resumes where it stopped (--resume). With --differential, a post-pass then
+recompiles the schemas of the differential oracle's examples in fresh workers and brings back
+both engines' masks at each example's first differing step, so the report can say which tokens
+one engine allows and the other refuses; whatever happens to it, the replay's results stand.
 """
 from __future__ import annotations
 
@@ -17,16 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from ..config import REPO_ROOT, default_data_dir
-from ..engines.base import EngineOptions
 from ..environment import environment
 from ..errors import ConfigError
+from ..forcing import mask_digest
 from ..reporting.writer import read_rows, write_json
 from ..results.rundir import RunDir, make_fingerprint, task_set_hash, vocabulary_hash
 from ..tasks.task import Task
 from .pool import WorkerPool
-from .stats import BUCKET_PRECEDENCE, differential, engine_summary, markdown, per_group
-from .worker import Job, WorkerSpec, check_engine_name
+from .stats import BUCKET_PRECEDENCE, differential, engine_summary, markdown, mask_difference, per_group
+from .worker import Job, MaskJob, WorkerSpec, check_engine_name
 
 
 @dataclass
@@ -196,12 +201,12 @@ def _open_run(cfg: ReplayConfig, tasks: list[Task], gguf: str) -> tuple[RunDir, 
     return RunDir.create(cfg.reports_dir, run_id, "replay", config, fingerprint), set()
 
 
-def _pool(cfg: ReplayConfig, name: str, gguf: str) -> WorkerPool:
+def _pool(cfg: ReplayConfig, name: str, gguf: str, workers: int | None = None) -> WorkerPool:
     options = {"whitespace": cfg.whitespace, "strict": cfg.strict, "threads": cfg.engine_threads,
                "compile_cache": cfg.compile_cache}
     spec = WorkerSpec(engine=name, options=options, gguf_path=gguf,
                       memory_bytes=int(cfg.memory_gb * (1 << 30)) if cfg.memory_gb else None)
-    return WorkerPool(spec, cfg.workers)
+    return WorkerPool(spec, cfg.workers if workers is None else workers)
 
 
 def _run_engine(cfg: ReplayConfig, pool: WorkerPool, todo: list[Task], encoded: dict[str, Any],
@@ -245,7 +250,8 @@ def replay(cfg: ReplayConfig, progress: Callable[[int, int, dict[str, Any]], Non
             pool.close()
     env.update({"engines": engines_info, "engine_init_s": init_s})
     rd.update_environment(**env)
-    write_replay_report(run_dir, cfg, init_s)
+    detail = (lambda diff: mask_detail(cfg, gguf, tok.view, tasks, encoded, diff)) if cfg.differential else None
+    write_replay_report(run_dir, cfg, init_s, detail)
     rd.finish()
     return run_dir
 
@@ -277,7 +283,97 @@ def _run_pools(cfg: ReplayConfig, pools: dict[str, WorkerPool], todo: dict[str, 
     return init_s, engines_info
 
 
-def write_replay_report(run_dir: Path, cfg: ReplayConfig, init_s: dict[str, list[float]]) -> str:
+# -- the differential oracle's post-pass: the masks behind its examples' digests ---------------------
+
+def mask_detail(cfg: ReplayConfig, gguf: str, view: Any, tasks: list[Task], encoded: dict[str, Any],
+                diff: list[dict[str, Any]], limit: int = 8) -> None:
+    """Fill each example of `diff` (differential()) with the tokens one engine allows at its step
+    and the other refuses: a_only / b_only {"count", "tokens": [[id, text], ...]} (see
+    stats.mask_difference). The masks come from fresh workers, one per engine, all started at
+    once: the schema compiled as in the replay and the instance's first `step` tokens forced. An
+    example whose masks could not be had (worker crash, time-out, compile failure, engine
+    exception) gets `detail_error` instead; one whose mask no longer matches the replay's digest
+    gets a `detail_note`. Never raises for an engine's failure."""
+    wanted: dict[str, dict[str, dict[int, set[int]]]] = {}  # engine -> task -> example -> steps
+    for pair in diff:
+        for ex in pair["examples"]:
+            for engine in (pair["a"], pair["b"]):
+                wanted.setdefault(engine, {}).setdefault(ex["task"], {}).setdefault(ex["example"], set()).add(ex["step"])
+    masks: dict[str, dict[tuple[str, int, int], bytes]] = {e: {} for e in wanted}
+    errors: dict[str, dict[tuple[str, int], str]] = {e: {} for e in wanted}  # engine -> (task, example) -> why
+    try:
+        _collect_masks(cfg, gguf, tasks, encoded, wanted, masks, errors)
+    except Exception as exc:  # noqa: BLE001 - the post-pass never costs the replay its results
+        for engine in wanted:
+            for task_id, examples in wanted[engine].items():
+                for example in examples:
+                    errors[engine].setdefault((task_id, example), f"post-pass failed: {type(exc).__name__}: {exc}"[:300])
+    lengths = np.fromiter((len(t) for t in view.token_bytes), dtype=np.int64, count=view.vocab_size)
+    for pair in diff:
+        a, b = pair["a"], pair["b"]
+        for ex in pair["examples"]:
+            key = (ex["task"], ex["example"], ex["step"])
+            ma, mb = masks[a].get(key), masks[b].get(key)
+            if ma is None or mb is None:
+                why = [f"{e}: {errors[e].get(key[:2], 'no mask came back')}" for e, m in ((a, ma), (b, mb)) if m is None]
+                ex["detail_error"] = "; ".join(why)[:600]
+                continue
+            ex.update(mask_difference(ma, mb, view.token_bytes, view.eos_id, limit, lengths))
+            changed = [e for e, m, d in ((a, ma, ex.get("a_digest")), (b, mb, ex.get("b_digest")))
+                       if d and mask_digest(m) != d]
+            if changed:
+                ex["detail_note"] = (f"the post-pass mask of {', '.join(changed)} differs from the replay's "
+                                     "(its digest): the engine is not deterministic here")
+
+
+def _collect_masks(cfg: ReplayConfig, gguf: str, tasks: list[Task], encoded: dict[str, Any],
+                   wanted: dict[str, dict[str, dict[int, set[int]]]], masks: dict[str, dict[tuple[str, int, int], bytes]],
+                   errors: dict[str, dict[tuple[str, int], str]]) -> None:
+    """One worker per engine, started together; each engine's schemas as mask jobs in turn."""
+    by_id = {t.id: t for t in tasks}
+    pools = {engine: _pool(cfg, engine, gguf, workers=1) for engine in wanted}
+    try:
+        for pool in pools.values():
+            pool.launch()
+        for engine, pool in pools.items():
+            def on_result(task_id: str, status: str, payload: dict[str, Any], wall: float, engine: str = engine) -> None:
+                if status != "done":
+                    why = f"{status}: {payload.get('error', '')}"
+                elif payload.get("compile_status") != "ok":
+                    why = f"compile {payload.get('compile_status')}: {payload.get('compile_error', '')}"
+                else:
+                    for example, by_step in payload["masks"].items():
+                        for step, mask in by_step.items():
+                            masks[engine][task_id, int(example), int(step)] = mask
+                    for example, message in payload["errors"].items():
+                        errors[engine][task_id, int(example)] = message
+                    return
+                for example in wanted[engine][task_id]:
+                    errors[engine][task_id, example] = why[:300]
+
+            ids = {task_id: {i: tokens for i, tokens, _ in encoded[task_id]} for task_id in wanted[engine]}
+            jobs = ((task_id, MaskJob(by_id[task_id], [(i, ids[task_id][i], sorted(steps))
+                                                       for i, steps in sorted(examples.items())]))
+                    for task_id, examples in sorted(wanted[engine].items()))
+            try:
+                pool.start()
+                pool.run(jobs, cfg.timeout_s, on_result)
+            except Exception as exc:  # noqa: BLE001 - no worker (start-up, replacement): this engine's examples say so
+                for task_id, examples in wanted[engine].items():
+                    for example in examples:
+                        errors[engine].setdefault((task_id, example), f"{type(exc).__name__}: {exc}"[:300])
+            finally:
+                pool.close()
+    finally:
+        for pool in pools.values():
+            pool.close()
+
+
+def write_replay_report(run_dir: Path, cfg: ReplayConfig, init_s: dict[str, list[float]],
+                        detail: Callable[[list[dict[str, Any]]], None] | None = None) -> str:
+    """summary.md and summary.json from the journal's rows (and results.parquet / .csv). With
+    --differential, `detail` (the post-pass, mask_detail) adds to the differential's examples; if
+    it raises, the examples say so and the report is written all the same."""
     rows = read_rows(run_dir)
     by_engine: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
@@ -285,6 +381,14 @@ def write_replay_report(run_dir: Path, cfg: ReplayConfig, init_s: dict[str, list
     summary = {e: engine_summary(rs, cfg.timeout_s) for e, rs in by_engine.items()}
     groups = {e: per_group(rs) for e, rs in by_engine.items()}
     diff = differential(by_engine) if cfg.differential else []
+    if detail is not None and any(d["examples"] for d in diff):
+        try:
+            detail(diff)
+        except Exception as exc:  # noqa: BLE001 - the replay's results stand without the detail
+            for d in diff:
+                for ex in d["examples"]:
+                    if "a_only" not in ex:
+                        ex.setdefault("detail_error", f"post-pass failed: {type(exc).__name__}: {exc}"[:300])
     text = f"# cdbench replay {run_dir.name}\n\nsource {cfg.source}, {len(rows)} rows; " \
            f"time limit {cfg.timeout_s:g} s, memory limit {cfg.memory_gb:g} GiB, {cfg.workers} worker(s), " \
            f"engine threads {cfg.engine_threads}, compile cache {cfg.compile_cache}\n\n" + markdown(summary, groups, diff, init_s)

@@ -4,13 +4,15 @@ Mask times are pooled over every token of every schema of an engine (token-weigh
 cold compile percentiles are over schemas with compile timeouts counted at the cap; warm ones
 over the engine's compile-cache hits (none for an engine without a compile cache); buckets are
 counted per schema, and beside them the instance counts (valid rejected, invalid accepted,
-policy-refused) that a schema's one bucket would hide. The differential oracle compares mask digests step by step between engines.
+policy-refused) that a schema's one bucket would hide. The differential oracle compares mask
+digests step by step between engines; for its examples, `mask_difference` tells which tokens one
+engine allows there and the other refuses (the masks come from the replay's post-pass).
 """
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from itertools import combinations
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -113,7 +115,10 @@ def per_group(rows: list[dict[str, Any]], key: str = "group") -> dict[str, dict[
 
 
 def differential(rows_by_engine: dict[str, list[dict[str, Any]]], max_examples: int = 5) -> list[dict[str, Any]]:
-    """Where two engines' masks differ at the same step of the same instance."""
+    """Where two engines' masks differ at the same step of the same instance.
+
+    One entry per engine pair (a, b in name order); its examples are the first differing step of
+    the first instances that differ, one per schema (at most max_examples), with both digests there."""
     digests: dict[str, dict[tuple[str, int], list[str]]] = {}
     contexts: dict[tuple[str, int], list[str]] = {}
     for engine, rows in rows_by_engine.items():
@@ -130,6 +135,7 @@ def differential(rows_by_engine: dict[str, list[dict[str, Any]]], max_examples: 
         common = set(digests[a]) & set(digests[b])
         steps = differ_steps = differ_instances = 0
         examples = []
+        shown: set[str] = set()
         for key in sorted(common):
             da, db = digests[a][key], digests[b][key]
             n = min(len(da), len(db))
@@ -138,13 +144,49 @@ def differential(rows_by_engine: dict[str, list[dict[str, Any]]], max_examples: 
             if diffs:
                 differ_instances += 1
                 differ_steps += len(diffs)
-                if len(examples) < max_examples:
+                if len(examples) < max_examples and key[0] not in shown:
+                    shown.add(key[0])
                     texts = contexts.get(key, [])
                     i = diffs[0]
                     examples.append({"task": key[0], "example": key[1], "step": i,
-                                     "before": "".join(texts[max(0, i - 6):i]), "next": texts[i] if i < len(texts) else "<EOS>"})
-        out.append({"engines": f"{a} vs {b}", "instances": len(common), "steps": steps,
+                                     "before": "".join(texts[max(0, i - 6):i]),
+                                     "next": texts[i] if i < len(texts) else "<EOS>",
+                                     "a_digest": da[i], "b_digest": db[i]})
+        out.append({"engines": f"{a} vs {b}", "a": a, "b": b, "instances": len(common), "steps": steps,
                     "instances_differing": differ_instances, "steps_differing": differ_steps, "examples": examples})
+    return out
+
+
+def token_text(token_bytes: Sequence[bytes], eos_id: int, token: int) -> str:
+    """A token's text as the replay shows it: "<EOS>" for the stop, undecodable bytes as \\xNN."""
+    return "<EOS>" if token == eos_id else token_bytes[token].decode("utf-8", "backslashreplace")
+
+
+def mask_difference(mask_a: bytes, mask_b: bytes, token_bytes: Sequence[bytes], eos_id: int,
+                    limit: int = 8, lengths: np.ndarray | None = None) -> dict[str, Any]:
+    """Tokens one packed mask allows and the other refuses, both ways.
+
+    a_only / b_only: {"count": n, "tokens": [[id, text], ...]} with at most `limit` tokens, chosen
+    deterministically: EOS first, then the shortest tokens (in bytes), lowest id first.
+    a_allowed / b_allowed: how many tokens each mask allows. `lengths` (every token's byte
+    length) may be given to save recomputing it for every example.
+    """
+    n = len(token_bytes)
+    bits = []
+    for mask in (mask_a, mask_b):
+        raw = np.frombuffer(mask, dtype=np.uint8)
+        if raw.size * 8 < n:
+            raw = np.concatenate([raw, np.zeros((n + 7) // 8 - raw.size, dtype=np.uint8)])
+        bits.append(np.unpackbits(raw, bitorder="little")[:n].astype(bool))
+    a, b = bits
+    if lengths is None:
+        lengths = np.fromiter((len(t) for t in token_bytes), dtype=np.int64, count=n)
+    out: dict[str, Any] = {"a_allowed": int(a.sum()), "b_allowed": int(b.sum())}
+    for side, only in (("a_only", a & ~b), ("b_only", b & ~a)):
+        ids = np.flatnonzero(only)
+        order = np.lexsort((ids, lengths[ids], ids != eos_id))[:limit]  # last key is the primary one
+        out[side] = {"count": int(ids.size),
+                     "tokens": [[int(t), token_text(token_bytes, eos_id, int(t))] for t in ids[order]]}
     return out
 
 
@@ -237,15 +279,39 @@ def _groups_md(engines: list[str], groups: dict[str, dict[str, dict[str, int]]])
     return lines
 
 
+def _code(text: Any) -> str:
+    """Untrusted text as a markdown code span: its repr, with backticks escaped as \\x60."""
+    return "`" + repr(text).replace("`", "\\x60") + "`"
+
+
+def _side_md(engine: str, other: str, side: dict[str, Any]) -> str:
+    line = f"{engine} allows {side['count']} that {other} refuses"
+    if side["tokens"]:
+        line += ": " + ", ".join(f"{_code(text)} ({tid})" for tid, text in side["tokens"])
+        if side["count"] > len(side["tokens"]):
+            line += f", … {side['count'] - len(side['tokens'])} more"
+    return line
+
+
 def _diff_md(diff: list[dict[str, Any]]) -> list[str]:
     lines = ["", "## Differential oracle (mask digests compared step by step)", "",
              "| engines | instances | steps | instances differing | steps differing |", "|---|---:|---:|---:|---:|"]
     for d in diff:
         lines.append(f"| {d['engines']} | {d['instances']} | {d['steps']} | {d['instances_differing']} | {d['steps_differing']} |")
+    if any(d["examples"] for d in diff):
+        lines += ["", "First differing step of the first instances that differ; under each, the tokens one engine "
+                  "allows there and the other refuses (token text as a Python repr, then its id).", ""]
     for d in diff:
+        a, b = d.get("a"), d.get("b")
         for ex in d["examples"]:
             lines.append(f"- {d['engines']}: {ex['task']} instance {ex['example']} step {ex['step']}: "
-                         f"after `{ex['before']!r}` next `{ex['next']!r}`")
+                         f"after {_code(ex['before'])} next {_code(ex['next'])}")
+            if ex.get("detail_error"):
+                lines.append(f"  - masks not compared: {_code(ex['detail_error'])}")
+            elif "a_only" in ex:
+                lines.append(f"  - {_side_md(a, b, ex['a_only'])}; {_side_md(b, a, ex['b_only'])}")
+            if ex.get("detail_note"):
+                lines.append(f"  - note: {_code(ex['detail_note'])}")
     return lines
 
 

@@ -9,7 +9,9 @@ passes, the refusal is the engine's policy, not a bug. An exception inside an en
 kept with its instance as an engine error. The result goes to the parent before the warm
 compile, which is timed apart: the engine's own compile cache hit for the same schema
 (`engine.warm_compile_s`), or not applicable (None) for an engine without a compile cache.
-Optionally a digest of every mask is kept for cross-engine diffs.
+Optionally a digest of every mask is kept for cross-engine diffs. A `MaskJob` (the differential
+oracle's post-pass) compiles a schema the same way and returns the masks themselves at chosen
+steps, so the parent can say which tokens two engines disagree on without importing an engine.
 """
 from __future__ import annotations
 
@@ -47,6 +49,14 @@ class Job:
     instances: list[tuple[int, list[int], bool]]  # (example index, token ids, valid)
     digests: bool = False
     token_texts: bool = True
+
+
+@dataclass
+class MaskJob:
+    """The masks of one schema at chosen steps: (example index, token ids, steps) per instance.
+    Only the ids up to the last step are forced."""
+    task: Task
+    instances: list[tuple[int, list[int], list[int]]]
 
 
 @dataclass
@@ -151,6 +161,37 @@ def _force_all(compiled: Any, view: Any, job: Job, mask_s: list[float], advance_
         res.accepted, res.reject_index, res.reject_token, res.digests = f.accepted, f.reject_index, f.reject_token, f.digests
         res.context = "mask allowed it but advance refused" if f.advance_refused else f.context
     return results
+
+
+def masks_job(engine: Any, job: MaskJob, on_compiled: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """Compile one schema (the replay's cold compile path) and keep each instance's masks at its
+    steps, through the one forcing loop: "masks" {example: {step: packed mask bytes}}, "errors"
+    {example: why a mask is missing (an engine exception, or a refusal before the step)}."""
+    out: dict[str, Any] = {"compile_status": "ok", "compile_error": "", "warm_pending": False,
+                           "masks": {}, "errors": {}}
+    compiled = _compile(engine, job.task, out)
+    if compiled is None:
+        return out
+    if on_compiled is not None:
+        on_compiled(out["cold_compile_s"])
+    view = engine.tokenizer
+    bitmask = new_bitmask(view.vocab_size)
+    for example, ids, steps in job.instances:
+        wanted = sorted(set(steps))
+        if not wanted:
+            continue
+        try:
+            f = force(compiled.matcher(), ids[:wanted[-1]], view, bitmask, keep_masks_at=wanted)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            out["errors"][example] = _error_text(exc)
+            continue
+        out["masks"][example] = f.masks
+        missing = [s for s in wanted if s not in f.masks]
+        if missing:
+            out["errors"][example] = f"refused at step {f.reject_index}, before step(s) {missing}"
+    return out
 
 
 # -- engine policy: re-serialise a refused valid instance the way the engine emits JSON ------------
@@ -285,6 +326,7 @@ def worker_main(conn: Any, spec: WorkerSpec) -> None:
 
     Per job it sends ("compiled", cold seconds) when the compile ends, then ("done", result) or
     ("oom" | "exception", message), then, after a "done" with warm_pending, ("warm", warm fields).
+    A Job is replayed (replay_job); a MaskJob gives masks (masks_job), with no warm compile.
     """
     try:
         _limit_memory(spec.memory_bytes)
@@ -302,8 +344,9 @@ def worker_main(conn: Any, spec: WorkerSpec) -> None:
             return
         if job is None:
             return
+        run = masks_job if isinstance(job, MaskJob) else replay_job
         try:
-            result = replay_job(engine, job, on_compiled=lambda s: conn.send(("compiled", s)))
+            result = run(engine, job, on_compiled=lambda s: conn.send(("compiled", s)))
         except MemoryError:
             conn.send(("oom", "MemoryError"))
             continue

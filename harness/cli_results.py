@@ -89,7 +89,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     import glob
 
-    from .analysis.leaderboard import build_leaderboards, leaderboard_markdown, update_readme, write_leaderboards
+    from .analysis.leaderboard import build_leaderboards
+    from .analysis.leaderboard_render import leaderboard_markdown, update_readme, write_leaderboards
 
     paths = [Path(p) for p in args.runs] + [Path(p) for p in sorted(glob.glob(args.glob or "")) if Path(p).is_dir()]
     if not paths:
@@ -103,6 +104,23 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.update_readme:
         update_readme(Path(args.update_readme), leaderboard_markdown(boards))
         print(f"{args.update_readme}: leaderboard table rewritten between the cdbench markers")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .analysis.export_github import export_run, write_export
+    from .results.rundir import RunDir
+
+    rd = RunDir.open(args.run)
+    export = export_run(rd)
+    smaller, bigger = write_export(export, Path(args.out) if args.out else rd.path / "export")
+    print(f"{smaller}: {len(export.smaller)} statistics, lower is better (tool: customSmallerIsBetter)")
+    print(f"{bigger}: {len(export.bigger)} statistics, higher is better (tool: customBiggerIsBetter)")
+    shown = ", ".join(export.skipped[:8]) + (", ..." if len(export.skipped) > 8 else "")
+    print(f"skipped {len(export.skipped)} statistics with no value" + (f": {shown}" if shown else ""))
+    for path, entries in ((smaller, export.smaller), (bigger, export.bigger)):
+        if not entries:
+            print(f"note: {path} is empty; github-action-benchmark refuses a file with no entries")
     return 0
 
 
@@ -147,3 +165,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     u = sub.add_parser("upgrade", help="write the manifest of a run made by an older cdbench (results format 1)")
     u.add_argument("run", help="run directory")
     u.set_defaults(func=cmd_upgrade)
+    ex = sub.add_parser("export", help="write a run's statistics in another tool's format")
+    ex_sub = ex.add_subparsers(dest="format", required=True)
+    gb = ex_sub.add_parser("github-benchmark", help="benchmark-smaller.json and benchmark-bigger.json for "
+                           "benchmark-action/github-action-benchmark (customSmallerIsBetter / customBiggerIsBetter)")
+    gb.add_argument("run", help="run directory (a run or a replay)")
+    gb.add_argument("--out", help="output directory (default RUN/export)")
+    gb.set_defaults(func=cmd_export)

@@ -47,6 +47,14 @@ def test_ci_doc_commands_gate_and_compare_two_local_replays(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert "cdbench compare: current -> current" in summary and "GATE PASSED" in summary
     assert (tmp_path / "reports" / "junit.xml").exists()
+    # the export for github-action-benchmark: one file per direction, stable names
+    bench = tmp_path / "reports" / "benchmark"
+    smaller = json.loads((bench / "benchmark-smaller.json").read_text(encoding="utf-8"))
+    bigger = json.loads((bench / "benchmark-bigger.json").read_text(encoding="utf-8"))
+    assert [e["name"] for e in bigger] == ["llguidance pass", "xgrammar pass"]
+    assert {"llguidance replay_mask_p99_us", "xgrammar compile_cold_p50_ms",
+            "xgrammar invalid_accepted"} <= {e["name"] for e in smaller}
+    assert all(isinstance(e["value"], (int, float)) for e in smaller + bigger)
     # a baseline made from another task set is not comparable: exit 3 through the same commands
     manifest = tmp_path / "baseline" / "current" / "manifest.json"
     data = json.loads(manifest.read_text())

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from harness.analysis import leaderboard as lb
-from harness.analysis.leaderboard import (BEGIN, END, FIDELITY_REASON, REFERENCE_LABEL, build_leaderboards, history,
-                                          update_readme, write_leaderboards)
+from harness.analysis import leaderboard_render as lbr
+from harness.analysis.leaderboard import BEGIN, END, FIDELITY_REASON, REFERENCE_LABEL, build_leaderboards, history
+from harness.analysis.leaderboard_render import update_readme, write_leaderboards
 from harness.errors import ConfigError
 from harness.results.rows import blank
 from harness.results.rundir import RunDir, make_fingerprint
@@ -117,7 +118,7 @@ def test_fingerprint_rule_and_exclusions(tmp_path):
         assert reasons["fid"] == FIDELITY_REASON
     reasons_a = {Path(x.path).name: x.reason for x in board_a.excluded}
     assert "different comparable fingerprint" in reasons_a["b1"] and "task_set: 'A' -> 'B'" in reasons_a["b1"]
-    md = lb.leaderboard_markdown(boards)
+    md = lbr.leaderboard_markdown(boards)
     assert FIDELITY_REASON in md and "results format 1" in md
 
 
@@ -143,10 +144,10 @@ def test_intersection_and_union(tmp_path):
     (union,) = build_leaderboards([path], task_set="union")
     assert (union.cases_total, union.cases_kept) == (12, 12)
     assert [e.n for e in union.entries] == [10, 10]
-    cells = {row[0]: row[1:] for row in lb.breakdown_rows(union.entries, "by_source")}
+    cells = {row[0]: row[1:] for row in lbr.breakdown_rows(union.entries, "by_source")}
     a_col = [e.engine for e in union.entries].index("A")
     assert cells["other"][a_col] == "n/a"
-    assert "n/a" in lb.leaderboard_markdown([union])
+    assert "n/a" in lbr.leaderboard_markdown([union])
 
 
 def test_wilson_numbers_and_columns(tmp_path):
@@ -157,7 +158,7 @@ def test_wilson_numbers_and_columns(tmp_path):
     assert (comp["k"], comp["n"], dcov["k"], dcov["n"], ecov["k"], ecov["n"]) == (50, 60, 60, 66, 50, 66)
     lo, hi = wilson(50, 60)
     assert comp["low"] == pytest.approx(lo, abs=1e-9) and comp["high"] == pytest.approx(hi, abs=1e-9)
-    cells = lb.entry_cells(e, "run")
+    cells = lbr.entry_cells(e, "run")
     assert cells["compliance"] == f"{50 / 60:.3f} ({lo:.2f}\u2013{hi:.2f})" == "0.833 (0.72\u20130.91)"
     # every case has mask times [10, 20]: pooled p50 = 15; compile 2 ms; 0.1 s LM over 10 tokens = 10 ms/token
     assert e.latencies["mask_p50_us"] == pytest.approx(15.0)
@@ -233,7 +234,7 @@ def test_reference_rows_shown_not_ranked(tmp_path):
     assert llg["values"]["replay_mask_p99_us"] == 533.0
     assert llg["values"]["compile_cold_p50_ms"] == pytest.approx(1.037)
     assert len({e.win_rate for e in replay_b.entries}) >= 1  # win rates cover the two entries only
-    md = lb.leaderboard_markdown(boards)
+    md = lbr.leaderboard_markdown(boards)
     assert md.count(REFERENCE_LABEL) >= len(replay_b.references) + len(run_b.references)
 
 
@@ -258,7 +259,7 @@ def test_history_orders_runs_by_start(tmp_path):
     assert [r["run_id"] for r in trend["runs"]] == ["early", "later"]
     assert trend["values"]["compliance"] == [1.0, 0.5]
     (board,) = build_leaderboards([later, early])
-    assert "Trend: run:A/masking" in lb.leaderboard_markdown([board])
+    assert "Trend: run:A/masking" in lbr.leaderboard_markdown([board])
 
 
 def test_outputs_json_csv_html(tmp_path):

@@ -136,6 +136,26 @@ def percentile_ratio(base_cases: Sequence[Sequence[float]], new_cases: Sequence[
     return ratio, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def percentile_interval(cases: Sequence[Sequence[float]], q: float, seed: int, n_resamples: int = 1000,
+                        confidence: float = 0.95) -> tuple[float, float, float]:
+    """The q-th percentile of one run's pooled values, with a bootstrap interval over CASES
+    (scipy.stats.bootstrap on case indices: whole cases are resampled, never single values).
+    Returns (value, low, high); no values -> (nan, nan, nan); fewer than 2 cases -> (value, nan, nan)."""
+    data = _cases(cases)
+    if not any(c.size for c in data):
+        return NAN, NAN, NAN
+    idx = np.arange(len(data))
+    value = _pooled_percentile(data, idx, q)
+    if len(data) < 2:
+        return value, NAN, NAN
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap((idx,), lambda i: _pooled_percentile(data, i, q), n_resamples=n_resamples,
+                              vectorized=False, confidence_level=confidence, method="percentile",
+                              rng=np.random.default_rng(seed))
+    return value, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def wilcoxon_log_ratio(base: Sequence[float], new: Sequence[float]) -> float:
     """Two-sided Wilcoxon signed-rank p on log(new/base) per paired case (scipy's default method).
 

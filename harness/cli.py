@@ -39,6 +39,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile-timeout", dest="compile_timeout_s", type=float)
     p.add_argument("--no-compile-guard", dest="compile_guard", action="store_false", default=None)
     p.add_argument("--generation-timeout", dest="generation_timeout_s", type=float)
+    p.add_argument("--memory-gb", dest="memory_gb", type=float,
+                   help="per-case limit on the growth of resident memory during generation (finish_reason oom)")
     p.add_argument("--reports-dir", dest="reports_dir")
     p.add_argument("--run-id", dest="run_id")
     p.add_argument("--data-dir", dest="data_dir", help="root of the datasets (default $CDBENCH_DATA_DIR or ../shared/datasets)")

@@ -46,6 +46,7 @@ class RunConfig:
     compile_timeout_s: float = 5.0     # JSONSchemaBench uses 10 s: --compile-timeout 10
     compile_guard: bool = True         # compile once in a forked child first (hang/crash guard)
     generation_timeout_s: float = 60.0
+    memory_gb: float | None = None     # per-case limit on resident-memory growth during generation (harness.lm.budget)
     reports_dir: str = "reports"
     run_id: str | None = None
     data_dir: str | None = None
@@ -108,6 +109,8 @@ def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> Ru
         raise ConfigError(f"whitespace must be 'compact' or 'flexible', got {cfg.whitespace!r}")
     if cfg.temperature < 0:
         raise ConfigError(f"temperature must be >= 0, got {cfg.temperature}")
+    if cfg.memory_gb is not None and cfg.memory_gb <= 0:
+        raise ConfigError(f"memory_gb must be > 0, got {cfg.memory_gb}")
     if cfg.limit is not None and cfg.limit < 1:
         raise ConfigError(f"limit must be >= 1, got {cfg.limit}")
     return cfg

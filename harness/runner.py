@@ -22,6 +22,7 @@ from .engines import DEFAULT_ENGINES, ENGINES, ConstraintEngine, EngineOptions, 
 from .environment import environment
 from .errors import ConfigError
 from .lm.base import LanguageModel
+from .lm.budget import CaseMemoryExceeded, MemoryBudgetLM
 from .protocols import Protocol, get_protocol
 from .reporting.summary import summarize, write_summary
 from .results.rundir import RunDir, make_fingerprint, model_identity, task_set_hash, vocabulary_hash
@@ -132,15 +133,21 @@ def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg:
 
 def generate_case(engine: ConstraintEngine, comp: CompileOutcome, sampler: Any, lm: LanguageModel,
                   prompt_ids: list[int], cfg: RunConfig, seed: int) -> Generation | None:
-    """One generation; making the matcher is timed (matcher_s, inside TTFT). None if nothing compiled."""
+    """One generation; making the matcher is timed (matcher_s, inside TTFT). None if nothing compiled.
+    Limits: generation_timeout_s (the sampler stops at the deadline) and memory_gb (resident memory
+    growth during the case, checked at the LM seam: harness.lm.budget)."""
     if comp.status != "ok":
         return None
     deadline = time.perf_counter() + cfg.generation_timeout_s
+    if cfg.memory_gb:
+        lm = MemoryBudgetLM(lm, int(cfg.memory_gb * 2**30))
     t0 = time.perf_counter()
     try:
         matcher = engine.new_matcher(comp.compiled)
         matcher_s = time.perf_counter() - t0
         gen = sampler.generate(lm, matcher, prompt_ids, cfg.max_tokens, seed, deadline)
+    except CaseMemoryExceeded as exc:
+        return Generation(finish_reason="oom", error=str(exc))
     except Exception as exc:
         return Generation(finish_reason="error", error=f"{type(exc).__name__}: {exc}")
     gen.matcher_s = matcher_s

@@ -184,3 +184,34 @@ def test_fidelity_resume_keeps_finished_tasks_and_reruns_the_one_in_flight(tmp_p
         ["binary_skewed", "arith_small"]
     with pytest.raises(ConfigError, match="cannot resume"):
         run_fidelity(cfg("cut", resume=str(path), samples=50), lm=toy_binary_lm(), log=lambda _: None)
+
+
+def test_memory_limit_ends_a_case_as_oom_and_the_run_goes_on(tmp_path):
+    """--memory-gb: a case whose LM calls keep 40 MB each ends as finish_reason oom at the limit;
+    the next case, under the same limit, runs normally."""
+    lm = byte_lm()
+    hold: list = []
+    real_logits = lm.logits
+
+    def hog(prefix):
+        if hogging:
+            hold.append(np.ones(5 * 2**20))  # 40 MB, touched
+        return real_logits(prefix)
+
+    lm.logits = hog
+    hogging = True
+
+    def progress(done, total, row):
+        nonlocal hogging
+        hogging = False
+        hold.clear()
+
+    cfg = _cfg(tmp_path, "mem", samplers=["masking"], seeds=[0, 1], limit=1, memory_gb=0.1)
+    rows = read_rows(run(cfg, lm=lm, progress=progress))
+    assert [r["finish_reason"] for r in rows][0] == "oom"
+    assert "resident memory grew by" in rows[0]["error"] and "limit 102 MiB" in rows[0]["error"]
+    assert rows[1]["finish_reason"] in ("eos", "max_tokens") and rows[1]["output_tokens"] > 0
+    from harness.config import build_config
+
+    with pytest.raises(ConfigError, match="memory_gb must be > 0"):
+        build_config({}, {"memory_gb": 0.0})

@@ -56,7 +56,7 @@ class RunRow:
     dc: int | None = col("0/1", "declared coverage: the task compiled (None: skipped by a harness limit)")
     output_text: str | None = col(doc="the generated text (None: nothing generated)")
     output_tokens: int = col("tokens", "generated tokens")
-    finish_reason: str = col(doc="eos, max_tokens, dead_end, timeout, error, not_run, skipped")
+    finish_reason: str = col(doc="eos, max_tokens, dead_end, timeout, oom, error, not_run, skipped")
     error: str = col(doc="what went wrong in generation, if anything")
     parses: bool | None = col(doc="the output parses (JSON, or the grammar for cfg tasks)")
     schema_valid: bool | None = col(doc="the schema itself is valid for its draft (json_schema tasks)")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import tomllib
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,28 @@ from .errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def default_data_dir() -> Path:
-    """CDBENCH_DATA_DIR, else ../shared/datasets beside the repository."""
+def user_cache_data_dir() -> Path:
+    """$XDG_CACHE_HOME/cdbench/data (an absolute XDG_CACHE_HOME only), else ~/.cache/cdbench/data."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "cdbench" / "data"
+
+
+def data_dir_choice() -> tuple[Path, str]:
+    """The datasets' root and why it was chosen: CDBENCH_DATA_DIR, else ../shared/datasets beside the
+    repository when it exists, else the user cache directory (where `cdbench data fetch` puts them)."""
     env = os.environ.get("CDBENCH_DATA_DIR")
-    return Path(env) if env else (REPO_ROOT.parent / "shared" / "datasets")
+    if env:
+        return Path(env), "$CDBENCH_DATA_DIR"
+    shared = REPO_ROOT.parent / "shared" / "datasets"
+    if shared.is_dir():
+        return shared, "../shared/datasets beside the repository"
+    return user_cache_data_dir(), "user cache directory"
+
+
+def default_data_dir() -> Path:
+    """CDBENCH_DATA_DIR, else ../shared/datasets when it exists, else the user cache directory."""
+    return data_dir_choice()[0]
 
 
 @dataclass
@@ -79,24 +99,59 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     return value
 
 
+def _type_ok(hint: Any, value: Any) -> bool:
+    """value matches a RunConfig annotation (str, int, float, bool, list[...], X | None)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_type_ok(a, value) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_type_ok(args[0], v) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _check_types(values: dict[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(RunConfig)
+    for name, value in values.items():
+        if name in hints and not _type_ok(hints[name], value):
+            raise ConfigError(f"{where}: '{name}' must be {_hint_text(hints[name])}, got {value!r:.60}")
+
+
+def _hint_text(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not TOML: {exc}") from exc
     table = raw.get("run", raw)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [run] must be a table, got {type(table).__name__}")
     known = {f.name for f in fields(RunConfig)}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown config key(s): {', '.join(unknown)}")
-    return {k: _coerce(k, v, str(path)) for k, v in table.items()}
+    values = {k: _coerce(k, v, str(path)) for k, v in table.items()}
+    _check_types(values, str(path))
+    return values
 
 
 def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> RunConfig:
-    values = {**file_values, **{k: _coerce(k, v, "command line") for k, v in flag_values.items() if v is not None}}
+    flags = {k: _coerce(k, v, "command line") for k, v in flag_values.items() if v is not None}
+    _check_types(flags, "command line")
+    values = {**file_values, **flags}
     from .protocols import get_protocol
 
     # A protocol's limits (JSONSchemaBench: compile 10 s, max_tokens 2048) apply unless set explicitly.

@@ -155,13 +155,24 @@ class RunDir:
             raise ConfigError(f"{path}: not a cdbench run directory (no {MANIFEST})")
         try:
             data = json.loads(mpath.read_text(encoding="utf-8"))
-            version = data.get("format_version")
-            if not isinstance(version, int) or version > FORMAT_VERSION:
-                raise ConfigError(f"{mpath}: results format {version!r} is newer than this cdbench reads "
-                                  f"({FORMAT_VERSION}); upgrade cdbench")
-            return cls(path, Manifest(**data))
-        except (json.JSONDecodeError, TypeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{mpath}: not a valid manifest: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{mpath}: not a valid manifest: a JSON {type(data).__name__}, not an object")
+        version = data.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 2:
+            raise ConfigError(f"{mpath}: not a valid manifest: format_version {version!r:.40}")
+        if version > FORMAT_VERSION:
+            raise ConfigError(f"{mpath}: results format {version!r} is newer than this cdbench reads "
+                              f"({FORMAT_VERSION}); upgrade cdbench")
+        try:
+            manifest = Manifest(**data)
+        except TypeError as exc:
+            raise ConfigError(f"{mpath}: not a valid manifest: {exc}") from exc
+        problem = _manifest_problem(manifest)
+        if problem:
+            raise ConfigError(f"{mpath}: not a valid manifest: {problem}")
+        return cls(path, manifest)
 
     def save(self) -> None:
         _write_atomic(self.path / MANIFEST, json.dumps(asdict(self.manifest), indent=2, ensure_ascii=False,
@@ -184,6 +195,17 @@ class RunDir:
     def rewrite_rows(self, rows: list[dict[str, Any]]) -> None:
         """Replace the journal (a resumed run dropping cases it will run again)."""
         rewrite_rows(self.path, rows)
+
+
+def _manifest_problem(m: Manifest) -> str:
+    """What is wrong with a parsed manifest's fields ('' if nothing)."""
+    if m.kind not in KINDS:
+        return f"kind {m.kind!r:.40} is not one of {', '.join(KINDS)}"
+    for name, typ in (("run_id", str), ("config", dict), ("fingerprint", dict), ("environment", dict),
+                      ("command", list)):
+        if not isinstance(getattr(m, name), typ):
+            return f"{name} must be a JSON {'object' if typ is dict else typ.__name__}"
+    return ""
 
 
 def upgrade(path: str | Path) -> RunDir:

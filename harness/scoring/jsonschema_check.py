@@ -17,6 +17,17 @@ from typing import Any
 import jsonschema
 from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
+from referencing import Registry
+from referencing.exceptions import NoSuchResource
+
+
+def _no_remote(uri: str) -> Any:
+    """A `$ref` outside the schema is never fetched: the reference is unresolvable, and the
+    verdict (validation_error) says so."""
+    raise NoSuchResource(ref=f"{uri} (remote $ref: cdbench never fetches)")
+
+
+NO_REMOTE = Registry(retrieve=_no_remote)  # type: ignore[call-arg]
 
 
 @dataclass(frozen=True)
@@ -29,7 +40,7 @@ class Verdict:
 
 
 def validator_class(schema: Any, force_draft: str | None = None):
-    if force_draft == "2020-12" or not isinstance(schema, dict):
+    if force_draft == "2020-12" or not isinstance(schema, dict) or not isinstance(schema.get("$schema", ""), str):
         return Draft202012Validator
     return validator_for(schema, default=Draft202012Validator)
 
@@ -70,6 +81,8 @@ def check_schema(schema: Any, force_draft: str | None = None) -> str:
         cls.check_schema(schema)
     except jsonschema.SchemaError as exc:
         return f"{exc.message} at {'/'.join(map(str, exc.absolute_path)) or '<root>'}"
+    except (RecursionError, ValueError, TypeError) as exc:  # hostile schemas: too deep, odd values
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
     return ""
 
 
@@ -77,10 +90,13 @@ def validate_instance(schema: Any, instance: Any, force_draft: str | None = None
                       strict_formats: bool = False) -> tuple[bool, str]:
     cls = validator_class(schema, force_draft)
     try:
-        validator = cls(schema, format_checker=format_checker(cls, strict_formats))
+        validator = cls(schema, format_checker=format_checker(cls, strict_formats), registry=NO_REMOTE)
         error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
-    except Exception as exc:  # unresolvable $ref, bad regex...: the instance is not shown valid
-        return False, f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # unresolvable $ref, bad regex, recursion...: the instance is not shown valid
+        text = f"{type(exc).__name__}: {str(exc)[:300]}"
+        if str(exc).startswith("Unresolvable: ") and not str(exc)[len("Unresolvable: "):].startswith("#"):
+            text += " (a $ref outside the schema: remote: cdbench never fetches)"
+        return False, text
     if error is None:
         return True, ""
     return False, error.message[:300]

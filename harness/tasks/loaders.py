@@ -113,17 +113,21 @@ def load_builtin(directory: str | Path | None = None, **_: Any) -> list[Task]:
 
 def iter_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
     try:
-        fh = path.open(encoding="utf-8")
+        fh = path.open("rb")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     with fh:
-        for lineno, line in enumerate(fh, 1):
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"{path}:{lineno}: not UTF-8 (byte {exc.start})") from exc
             if not line.strip():
                 continue
             try:
                 yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{lineno}: not JSON: {exc.msg} at column {exc.colno}") from exc
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise ConfigError(f"{path}:{lineno}: not JSON: {getattr(exc, 'msg', 'nested too deeply')}") from exc
 
 
 def load_jsonschemabench(directory: str | Path, subset: str | list[str] | None = None, **_: Any) -> list[Task]:
@@ -133,12 +137,16 @@ def load_jsonschemabench(directory: str | Path, subset: str | list[str] | None =
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise ConfigError(f"dataset directory not found: {directory}")
+        from ..data.sources import fetch_hint
+
+        raise ConfigError(f"JSONSchemaBench data not found in {directory} ({fetch_hint('jsonschemabench', directory)})")
     subsets = [subset] if isinstance(subset, str) else (subset or [])
     if not subsets:
         subsets = [p.stem for p in sorted(directory.glob("*.jsonl"))]
         if not subsets:
-            raise ConfigError(f"{directory}: no <Subset>.jsonl files")
+            from ..data.sources import fetch_hint
+
+            raise ConfigError(f"{directory}: no <Subset>.jsonl files ({fetch_hint('jsonschemabench', directory)})")
     tasks: list[Task] = []
     for name in subsets:
         path = directory / f"{name}.jsonl"

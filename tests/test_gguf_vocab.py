@@ -54,3 +54,24 @@ def test_changed_file_is_a_new_entry(gemma_path, cache, tmp_path):
     st = copy.stat()
     os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     assert gguf_vocab._cache_key(str(copy)) != key1
+
+
+def test_the_vocabulary_cache_keeps_a_bounded_number_of_entries(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from harness.lm import gguf_vocab as gv
+
+    monkeypatch.setenv("CDBENCH_CACHE_DIR", str(tmp_path))
+    vocab = gv.GGUFVocabulary(token_bytes=(b"a", b""), special=frozenset({1}), eog=frozenset({1}), eot=-1, eos=1,
+                              bos=-1, add_bos=False, metadata={})
+    names = []
+    for i in range(gv.MAX_ENTRIES + 5):
+        entry = gv.cache_dir() / f"k{i:02d}.marshal"
+        gv._store(entry, vocab)
+        os.utime(entry, ns=(time.time_ns(), 1_000_000_000 * (i + 1)))  # written in this order
+        names.append(entry.name)
+    gv._prune(gv.cache_dir())
+    kept = sorted(p.name for p in gv.cache_dir().glob("*.marshal"))
+    assert kept == sorted(names[-gv.MAX_ENTRIES:])
+    assert gv._load(gv.cache_dir() / names[-1]) == vocab

@@ -244,3 +244,21 @@ def test_declared_order_of_other_engines_is_policy(name, gemma_tok):
         pytest.skip(f"{name} declares no property_order in settings() (issue 11 engine diff not applied)")
     (inst,) = _replay(engine, _task(ORDER, {"b": 1, "a": 2}), gemma_tok)
     assert not inst["accepted"] and inst["policy"] == "property_order"
+
+
+def test_xgrammar_shared_compile_cache_stays_within_its_bound(gemma_tok, monkeypatch):
+    """compile_cache shared keeps rules across schemas, up to CACHE_LIMIT_BYTES (xgrammar evicts
+    beyond it): with the bound lowered to 1 MiB, eight schemas never take the cache past it."""
+    import harness.engines.xgrammar_engine as xe
+    from harness.engines.base import EngineOptions
+
+    monkeypatch.setattr(xe, "CACHE_LIMIT_BYTES", 1 << 20)
+    engine = xe.XGrammarEngine(gemma_tok.view, EngineOptions(compile_cache="shared"))
+    assert engine.settings()["cache_limit_mb"] == 1
+    sizes = []
+    for k in range(8):
+        schema = {"type": "object", "properties": {f"q{k}_{i}": {"type": "string", "pattern": "[a-z]{2,%d}" % (i + 3)}
+                                                   for i in range(4)}}
+        engine.compile(_task(schema, {}))
+        sizes.append(engine._compiler.get_cache_size_bytes())
+    assert sizes[0] > 0 and max(sizes) <= 1 << 20, sizes

@@ -13,6 +13,10 @@ from ..lm.base import TokenizerView
 from ..tasks.task import Task
 from .base import CompileError, ConstraintEngine, EngineOptions
 
+# The bound of the compiler's cache (xgrammar evicts beyond it; vLLM caps it at the same 512 MiB,
+# ADVERSARIAL.md #16). In the cold mode it holds one schema at a time anyway.
+CACHE_LIMIT_BYTES = 512 << 20
+
 
 class XGrammarMatcher:
     def __init__(self, matcher: "xgr.GrammarMatcher", eos_id: int, special: frozenset[int] = frozenset()) -> None:
@@ -86,7 +90,8 @@ class XGrammarEngine(ConstraintEngine):
         # another schema's rules, and the cache then holds just that schema (a repeat is the warm
         # compile). "shared": never emptied, as in a server and in MaskBench's runner, whose
         # compiler keeps the rules of every schema it compiled before.
-        self._compiler = xgr.GrammarCompiler(self._info, max_threads=self.options.threads, cache_enabled=True)
+        self._compiler = xgr.GrammarCompiler(self._info, max_threads=self.options.threads, cache_enabled=True,
+                                             cache_limit_bytes=CACHE_LIMIT_BYTES)
         self._cached_key: str | None = None
 
     def version(self) -> str:
@@ -98,7 +103,8 @@ class XGrammarEngine(ConstraintEngine):
                   "separators": None if self.options.whitespace == "flexible" else [",", ":"],
                   "any_order": False, "property_order": "declared",
                   "cache": ("emptied before every compile (cold)" if self._cold else
-                            "kept across schemas (shared, order-dependent)") + "; warm = a repeat of the same schema"})
+                            "kept across schemas (shared, order-dependent)") + "; warm = a repeat of the same schema",
+                  "cache_limit_mb": CACHE_LIMIT_BYTES >> 20})
         return s
 
     @property

@@ -4,8 +4,8 @@ Reading it through llama.cpp takes about 2 s for Gemma's 262,144 tokens (a vocab
 load, then four C calls per token). Every replay worker, test and command needs it, so the
 result is kept on disk, keyed by the file (resolved path, size, modification time), the
 llama-cpp-python version and the Python version; a stale or unreadable entry is read again
-from the GGUF. Bound: one file per (GGUF, llama-cpp-python, Python), about 3 MB for Gemma, in
-$CDBENCH_CACHE_DIR/vocab (default ~/.cache/cdbench/vocab). The format is `marshal` (plain
+from the GGUF. Bound: MAX_ENTRIES files (about 3 MB each for Gemma; the least recently written
+are removed when a new one is stored), in $CDBENCH_CACHE_DIR/vocab (default ~/.cache/cdbench/vocab). The format is `marshal` (plain
 data only; nothing in it can run code), written to a temporary name and renamed into place.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any, Callable
 from ..environment import package_version
 
 FORMAT = 1
+MAX_ENTRIES = 16
 # Control-token attribute bits in llama.cpp's llama_token_attr.
 _ATTR_CONTROL = 1 << 3
 _ATTR_UNKNOWN = 1 << 0
@@ -86,8 +87,16 @@ def _store(entry: Path, vocab: GGUFVocabulary) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(marshal.dumps(data))
         os.replace(tmp, entry)
+        _prune(entry.parent)
     except OSError:
         pass  # a read-only home: read the GGUF every time
+
+
+def _prune(directory: Path) -> None:
+    """Keep the MAX_ENTRIES most recently written entries."""
+    entries = sorted(directory.glob("*.marshal"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in entries[MAX_ENTRIES:]:
+        old.unlink(missing_ok=True)
 
 
 def from_model(llama: Any) -> GGUFVocabulary:

@@ -271,3 +271,28 @@ def test_kl_uses_log_q_where_q_underflows():
     q_hat = np.array([0.5, 0.5])
     assert kl(q_hat, q) == math.inf
     assert kl(q_hat, q, log_q=log_q) == pytest.approx(0.5 * math.log(0.5) + 0.5 * (math.log(0.5) + 800.0))
+
+
+def test_a_new_fidelity_estimator_is_one_registered_function(tmp_path, monkeypatch):
+    """An estimator drawing from the exact target itself lands inside the null band; registering it
+    is all it takes for `cdbench fidelity --samplers exact-draw`."""
+    import json as _json
+
+    import numpy as np
+
+    from harness.fidelity import estimators as est
+    from harness.fidelity.metrics import empirical
+    from harness.fidelity.run import FidelityConfig, run_fidelity
+
+    def exact_draw(d):
+        rng = np.random.default_rng(d.cfg.seed)
+        picks = rng.choice(len(d.target.sequences), size=d.cfg.samples, p=d.target.q / d.target.q.sum())
+        dist, outside = empirical([tuple(d.target.sequences[i]) for i in picks], d.index, len(d.target.sequences))
+        return {"samples": d.cfg.samples, **d.scorer.score(dist, outside, d.cfg.samples)}
+
+    monkeypatch.setitem(est.ESTIMATORS, "exact-draw", exact_draw)
+    cfg = FidelityConfig(tasks=["binary_skewed"], samples=400, samplers=["exact-draw"], reports_dir=str(tmp_path),
+                         run_id="reg")
+    run_dir = run_fidelity(cfg, lm=toy_binary_lm(), log=lambda _: None)
+    row = {r["sampler"]: r for r in _json.loads((run_dir / "fidelity.json").read_text())["results"][0]["samplers"]}
+    assert row["exact-draw"]["inside_band"] is True and row["exact-draw"]["tv"] <= row["exact-draw"]["null_tv_p95"]

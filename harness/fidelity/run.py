@@ -30,15 +30,12 @@ from ..errors import ConfigError
 from ..lm.base import LanguageModel
 from ..reporting.writer import write_json
 from ..results.rundir import RunDir, make_fingerprint, model_identity, task_set_hash, vocabulary_hash
-from ..samplers.asap import ASApSampler, GCDSampler
-from ..samplers.masking import MaskingSampler
-from ..samplers.smc import AWRSSMCSampler
 from ..tasks.loaders import load_tasks
 from ..tasks.task import Task
-from .exact import BudgetExceeded, ExactTarget, exact_walk, trie_log_q
-from .metrics import empirical, kl, marginalise, null_band, tv
+from .exact import BudgetExceeded, ExactTarget, exact_walk
+from .estimators import ESTIMATORS, Draw
+from .metrics import kl, marginalise, null_band, tv
 
-SAMPLER_NAMES = ("masking", "awrs-smc", "asap", "gcd")
 
 
 @dataclass
@@ -60,11 +57,6 @@ class FidelityConfig:
     run_id: str | None = None
     model: str | None = None
     resume: str | None = None       # a fidelity run directory to continue (finished tasks are kept)
-
-
-def curve_points(n: int) -> list[int]:
-    pts = sorted({p for base in (1, 2, 5) for e in range(7) for p in [base * 10 ** e] if p <= n} | {n})
-    return pts
 
 
 class _Scorer:
@@ -148,71 +140,10 @@ def run_task(task: Task, cfg: FidelityConfig, lm: LanguageModel, engine, log: Ca
         f"{target.prefixes} prefixes in {target.seconds:.1f} s")
     lcd = scorer.score_exact(target.lcd)
     res["samplers"].append({"sampler": "masking (exact LCD)", "samples": None, **lcd, "seconds": 0.0})
-    n = cfg.samples
+    draw = Draw(task.id, cfg, lm, engine, compiled, bound, prompt, target, index, scorer, res["curve"])
     for name in cfg.samplers:
-        t0 = time.perf_counter()
-        lm_s = 0.0
-        row: dict[str, Any] = {"sampler": name}
-        if name in ("masking", "gcd"):
-            sampler = MaskingSampler(temperature=1.0) if name == "masking" else GCDSampler()
-            outs = []
-            for s in range(n):
-                # masking stops at max_tokens before drawing; one more step lets it draw the stop
-                # that the length bound leaves as the only choice after T tokens
-                g = sampler.generate(lm, _matcher(engine, compiled, bound, lm), prompt, bound + 1, cfg.seed + s)
-                lm_s += g.lm_s
-                outs.append(tuple(g.tokens) if g.finish_reason == "eos" else None)
-            dist, outside = empirical(outs, index, len(target.sequences))
-            row.update(samples=n, **scorer.score(dist, outside, n))
-        elif name == "awrs-smc":
-            runs = max(1, n // cfg.particles)
-            sampler = AWRSSMCSampler(particles=cfg.particles, ess_threshold=cfg.ess_threshold)
-            seqs: list[tuple[int, ...] | None] = []
-            log_ws: list[float] = []
-            zhats = []
-            evals = steps = 0
-            for r in range(runs):
-                g = sampler.generate(lm, _matcher(engine, compiled, bound, lm), prompt, bound, cfg.seed + r)
-                lm_s += g.lm_s
-                evals += g.constraint_evals
-                steps += g.forward_passes
-                zhats.append(math.exp(g.extra["log_zhat"]))
-                for toks, lw in g.particles:
-                    seqs.append(tuple(toks))
-                    log_ws.append(lw)
-            lw = np.array(log_ws)
-            m = np.max(lw) if np.isfinite(lw).any() else 0.0
-            weights = np.where(np.isfinite(lw), np.exp(lw - m), 0.0)
-            dist, outside = empirical(seqs, index, len(target.sequences), list(weights))
-            z = np.array(zhats)
-            row.update(samples=runs * cfg.particles, runs=runs, particles=cfg.particles,
-                       **scorer.score(dist, outside, runs * cfg.particles),
-                       zhat_mean=float(z.mean()), zhat_se=float(z.std(ddof=1) / math.sqrt(runs)) if runs > 1 else None,
-                       zhat_over_p_of_l=float(z.mean() / math.exp(target.log_pl)),
-                       evals_per_step=evals / max(steps, 1))
-        elif name == "asap":
-            sampler = ASApSampler()
-            outs = []
-            checkpoints = set(curve_points(n))
-            for s in range(n):
-                g = sampler.generate(lm, _matcher(engine, compiled, bound, lm), prompt, bound, cfg.seed + s)
-                lm_s += g.lm_s
-                outs.append(tuple(g.tokens) if g.finish_reason == "eos" else None)
-                if s + 1 in checkpoints:
-                    implied = np.exp(trie_log_q(sampler.trie, target))
-                    point = {"task": task.id, "samples": s + 1,
-                             "trie_tv": scorer.score_exact(implied)["tv"],
-                             "theta_root": math.exp(sampler.trie.root.log_theta),
-                             "distinct": len({o for o in outs if o is not None}),
-                             "trie_nodes": sampler.trie.nodes, "seconds": time.perf_counter() - t0}
-                    res["curve"].append(point)
-            dist, outside = empirical(outs, index, len(target.sequences))
-            last = res["curve"][-1]
-            row.update(samples=n, **scorer.score(dist, outside, n), trie_tv=last["trie_tv"],
-                       theta_root=last["theta_root"], trie_nodes=sampler.trie.nodes)
-        else:
-            raise ConfigError(f"fidelity: unknown sampler '{name}' (have: {', '.join(SAMPLER_NAMES)})")
-        row.update(seconds=time.perf_counter() - t0, lm_s=lm_s)
+        t0, draw.lm_s = time.perf_counter(), 0.0
+        row = {"sampler": name, **ESTIMATORS[name](draw), "seconds": time.perf_counter() - t0, "lm_s": draw.lm_s}
         res["samplers"].append(row)
         log(f"  {name}: TV {row['tv']:.4f} (null band p95 {row.get('null_tv_p95', float('nan')):.4f}) "
             f"in {row['seconds']:.1f} s")
@@ -273,8 +204,8 @@ def _check(cfg: FidelityConfig) -> None:
     if cfg.level not in ("tokens", "strings"):
         raise ConfigError(f"level must be 'tokens' or 'strings', got {cfg.level!r}")
     for name in cfg.samplers:
-        if name not in SAMPLER_NAMES:
-            raise ConfigError(f"fidelity: unknown sampler '{name}' (have: {', '.join(SAMPLER_NAMES)})")
+        if name not in ESTIMATORS:
+            raise ConfigError(f"fidelity: unknown sampler '{name}' (have: {', '.join(ESTIMATORS)})")
     if cfg.samples < 1 or cfg.particles < 1:
         raise ConfigError("samples and particles must be >= 1")
 

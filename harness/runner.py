@@ -110,7 +110,7 @@ def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg:
     row.update({"output_text": text, "output_tokens": len(gen.tokens), "finish_reason": gen.finish_reason,
                 "error": gen.error})
     row.update(score_row(task, text, get_protocol(cfg.protocol)))
-    if gen.extra.get("no_output"):  # every particle died: nothing was produced, whatever the empty string scores
+    if gen.no_output:  # every particle died: nothing was produced, whatever the empty string scores
         row.update(parses=False, valid=False, validation_error="no output: every particle died")
     row["ec"] = int(bool(row["valid"]))
     n_out = len(gen.tokens)

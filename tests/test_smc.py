@@ -214,7 +214,7 @@ def test_all_dead_particles_are_a_dead_end_with_no_output(toy, case):
     for seed in range(4):
         matcher = compiled.matcher() if case.startswith("bound") else RefusesEOS(compiled.matcher())
         gen = AWRSSMCSampler(particles=3).generate(lm, matcher, [], 3 if case.startswith("bound") else 10, seed=seed)
-        assert gen.extra["log_zhat"] == -math.inf and gen.extra["no_output"]
+        assert gen.extra["log_zhat"] == -math.inf and gen.no_output
         assert gen.finish_reason == "dead_end"
         text = lm.tokenizer.decode(gen.tokens).decode()
         assert text == "" and not score_row(TOY, text)["valid"]

@@ -36,6 +36,7 @@ class Generation:
     forward_passes: int = 0
     constraint_evals: int = 0
     step_evals: list[int] = field(default_factory=list)  # evaluations of each step (each particle's step in SMC)
+    no_output: bool = False  # nothing was produced (SMC: every particle died): the output is not scored as text
     extra: dict[str, Any] = field(default_factory=dict)
     # SMC: every final particle's tokens and log-weight, for pooling across runs (not a row column)
     particles: list[tuple[list[int], float]] = field(default_factory=list)

@@ -217,9 +217,9 @@ class AWRSSMCSampler:
             gen.tokens = []
             if not ended:
                 gen.finish_reason = "dead_end"
+        gen.no_output = not np.isfinite(np.max(log_w))
         gen.extra.update({"log_zhat": log_mean_exp(log_w), "ess": ess(log_w),
                           "live_particles": int(np.isfinite(log_w).sum()), "particles": self.particles,
-                          "no_output": not np.isfinite(np.max(log_w)),
                           "log_weights": json.dumps([round(float(x), 6) for x in log_w]),
                           "posterior": json.dumps(posterior, ensure_ascii=False)})
 

@@ -25,7 +25,9 @@ def _tests_dir(directory: str | Path) -> Path:
     """Accept either the suite root or its tests/ directory."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise ConfigError(f"test suite directory not found: {directory}")
+        from ..data.sources import fetch_hint
+
+        raise ConfigError(f"JSON Schema Test Suite data not found in {directory} ({fetch_hint('jsts', directory)})")
     return directory / "tests" if (directory / "tests").is_dir() else directory
 
 

@@ -22,7 +22,9 @@ def list_groups(directory: str | Path) -> list[str]:
     """Group names (file stems), sorted, so callers can offer or validate a --subset."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise ConfigError(f"maskbench directory not found: {directory}")
+        from ..data.sources import fetch_hint
+
+        raise ConfigError(f"MaskBench data not found in {directory} ({fetch_hint('maskbench', directory)})")
     return [p.stem for p in sorted(directory.glob("*.jsonl"))]
 
 
@@ -74,7 +76,9 @@ def load_maskbench(directory: str | Path, groups: list[str] | None = None, **_: 
     directory = Path(directory)
     known = list_groups(directory)
     if not known:
-        raise ConfigError(f"{directory}: no <Group>.jsonl files")
+        from ..data.sources import fetch_hint
+
+        raise ConfigError(f"{directory}: no <Group>.jsonl files ({fetch_hint('maskbench', directory)})")
     wanted = groups if groups else known
     unknown = [g for g in wanted if g not in known]
     if unknown:

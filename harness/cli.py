@@ -11,47 +11,11 @@ from .errors import ConfigError
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    from .config import RunConfig
+    from .options import add_options
+
     p.add_argument("--config", help="TOML file with any of the run settings (a [run] table or top-level keys)")
-    p.add_argument("--protocol", help="cdbench (default: 0-shot, the schema's own draft, compile limit 5 s, "
-                   "max_tokens 256) or jsonschemabench (JSB's 2-shot prompts, Draft 2020-12 validator, compile "
-                   "limit 10 s, max_tokens 2048); explicit flags override a protocol's limits")
-    p.add_argument("--dataset", help="builtin (default), cfg (grammars/), jsonschemabench (data dir), hub "
-                   "(epfl-dlab/JSONSchemaBench via the Hugging Face cache), or a directory in the JSONSchemaBench layout")
-    p.add_argument("--subset", help="subset name(s), comma-separated (JSONSchemaBench: Github_easy, ...)")
-    p.add_argument("--schema", dest="schema_files", action="append", help="run on this JSON Schema file (repeatable)")
-    p.add_argument("--limit", type=int, help="first N tasks only")
-    p.add_argument("--engines", help="comma-separated engines (default: every installed one)")
-    p.add_argument("--samplers", help="comma-separated samplers: masking (default), awrs, awrs-smc, asap, gcd")
-    p.add_argument("--seed", dest="seeds", help="seed or comma-separated seeds (default 0)")
-    p.add_argument("--temperature", type=float, help="masking: 0 = greedy (default)")
-    p.add_argument("--particles", type=int, help="awrs-smc particles (default 5)")
-    p.add_argument("--ess-threshold", dest="ess_threshold", type=float, help="awrs-smc resampling threshold (0.5)")
-    p.add_argument("--resampling", choices=["multinomial", "stratified"])
-    p.add_argument("--variant", choices=["paper", "recursive"], help="AWRS weight estimator (default paper)")
-    p.add_argument("--max-tokens", dest="max_tokens", type=int)
-    p.add_argument("--model", help="GGUF model path (default: Gemma 3 270M Q4_K_M from its PyPI package)")
-    p.add_argument("--n-ctx", dest="n_ctx", type=int)
-    p.add_argument("--lm-threads", dest="lm_threads", type=int)
-    p.add_argument("--whitespace", choices=["compact", "flexible"])
-    p.add_argument("--strict", dest="strict", action="store_true", default=None)
-    p.add_argument("--no-strict", dest="strict", action="store_false")
-    p.add_argument("--engine-threads", dest="engine_threads", type=int)
-    p.add_argument("--compile-timeout", dest="compile_timeout_s", type=float)
-    p.add_argument("--no-compile-guard", dest="compile_guard", action="store_false", default=None)
-    p.add_argument("--generation-timeout", dest="generation_timeout_s", type=float)
-    p.add_argument("--memory-gb", dest="memory_gb", type=float,
-                   help="per-case limit on the growth of resident memory during generation (finish_reason oom)")
-    p.add_argument("--reports-dir", dest="reports_dir")
-    p.add_argument("--run-id", dest="run_id")
-    p.add_argument("--data-dir", dest="data_dir", help="root of the datasets (default $CDBENCH_DATA_DIR or ../shared/datasets)")
-    p.add_argument("--split", help="hub dataset split: train, val or test (default test)")
-    p.add_argument("--hub-cache", dest="hub_cache", help="Hugging Face cache directory for --dataset hub")
-    p.add_argument("--offline", action="store_true", default=None, help="hub: read the local cache only")
-    p.add_argument("--bootstrap-resamples", dest="bootstrap_resamples", type=int,
-                   help="task-level bootstrap resamples for the summary's intervals")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run: its recorded cases are kept, "
-                   "the rest run; its config is the base (flags that change results are refused)")
+    add_options(p, RunConfig)
 
 
 _NOT_CONFIG = {"command", "config", "func"}
@@ -75,7 +39,7 @@ def _resumed_config(path: str, kind: str = "run") -> dict[str, Any]:
     from dataclasses import fields
 
     from .config import RunConfig
-    from .fidelity.run import FidelityConfig
+    from .fidelity.config import FidelityConfig
     from .results.rundir import RunDir
 
     rd = RunDir.open(path)
@@ -148,15 +112,15 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_fidelity(args: argparse.Namespace) -> int:
-    from .fidelity.run import FidelityConfig, run_fidelity
+    from dataclasses import replace
 
-    cfg = FidelityConfig(**_resumed_config(args.resume, "fidelity")) if args.resume else FidelityConfig()
-    for key, value in vars(args).items():
-        if key in ("command", "func") or value is None:
-            continue
-        if key in ("tasks", "samplers"):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        setattr(cfg, key, value)
+    from .fidelity.config import FidelityConfig
+    from .fidelity.run import run_fidelity
+    from .options import coerce, flag_values, load_toml
+
+    base = FidelityConfig(**_resumed_config(args.resume, "fidelity")) if args.resume else FidelityConfig()
+    file_values = load_toml(args.config, FidelityConfig, "fidelity") if args.config else {}
+    cfg = replace(base, **file_values, **coerce(FidelityConfig, flag_values(args, FidelityConfig), "command line"))
     started = time.perf_counter()
     run_dir = run_fidelity(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
     print((run_dir / "fidelity.md").read_text(encoding="utf-8"))
@@ -186,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_run_flags(p_run)
     p_run.set_defaults(func=cmd_run)
     p_rep = sub.add_parser("replay", help="model-free replay of labelled instances through every engine (MaskBench-style)")
-    p_rep.add_argument("--source", help="maskbench (default), jsts, builtin, or a directory of MaskBench JSONL files")
+    p_rep.add_argument("--source", help="maskbench (default), jsts, builtin, adversarial (ADVERSARIAL.md's engine failures; --groups = families), or a directory of MaskBench JSONL files")
     p_rep.add_argument("--groups", help="comma-separated groups (MaskBench file stems, or JSTS keyword files)")
     p_rep.add_argument("--draft", help="JSON Schema Test Suite draft directory (default draft2020-12)")
     p_rep.add_argument("--limit", type=int, help="first N schemas only")
@@ -209,6 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_rep.add_argument("--run-id", dest="run_id")
     p_rep.add_argument("--resume", action="store_true", default=None, help="continue an interrupted replay")
     p_rep.add_argument("--data-dir", dest="data_dir")
+    p_rep.add_argument("--executor", choices=["local", "ray"],
+                       help="local (default): worker processes on this machine; ray: Ray actors (pip install ray), "
+                            "-j per engine, on a local Ray or the cluster at --address (docs/cluster.md)")
+    p_rep.add_argument("--address", help="--executor ray: the Ray cluster to join (its head's host:port, or auto); "
+                                         "default: start a local Ray with -j CPUs")
     p_rep.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p_rep.set_defaults(func=cmd_replay)
     p_tasks = sub.add_parser("tasks", help="task sources and their counts")
@@ -217,28 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_tasks.add_argument("--data-dir", dest="data_dir")
     p_tasks.set_defaults(func=cmd_tasks)
     p_fid = sub.add_parser("fidelity", help="distance of each sampler's distribution from the exact target on small languages")
-    p_fid.add_argument("--dataset", help="fidelity (default) or any dataset whose tasks carry a length_bound")
-    p_fid.add_argument("--tasks", help="comma-separated task ids (default: all of the dataset)")
-    p_fid.add_argument("--engine", help="the engine for the exact walk and every sampler (default xgrammar)")
-    p_fid.add_argument("--samplers", help="comma-separated: masking, awrs-smc, asap, gcd (default masking,awrs-smc,asap)")
-    p_fid.add_argument("--samples", type=int, help="samples per sampler (default 200; AWRS-SMC runs samples/particles)")
-    p_fid.add_argument("--particles", type=int, help="AWRS-SMC particles (default 5)")
-    p_fid.add_argument("--ess-threshold", dest="ess_threshold", type=float)
-    p_fid.add_argument("--seed", type=int, help="first seed (default 0)")
-    p_fid.add_argument("--level", choices=["tokens", "strings"], help="compare token sequences (default) or strings")
-    p_fid.add_argument("--length-bound", dest="length_bound", type=int, help="token bound T for every task")
-    p_fid.add_argument("--max-prefixes", dest="max_prefixes", type=int, help="exact-walk budget (default 20000)")
-    p_fid.add_argument("--max-seconds", dest="max_seconds", type=float, help="exact-walk budget (default 900)")
-    p_fid.add_argument("--null-reps", dest="null_reps", type=int, help="repetitions for the null band (default 200)")
-    p_fid.add_argument("--model", help="GGUF model path (default Gemma 3 270M)")
-    p_fid.add_argument("--reports-dir", dest="reports_dir")
-    p_fid.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted fidelity run: finished tasks "
-                       "are kept, the task in flight runs again whole; a changed config is refused")
-    p_fid.add_argument("--run-id", dest="run_id")
+    from .fidelity.config import FidelityConfig
+    from .options import add_options
+
+    p_fid.add_argument("--config", help="TOML file with any of these settings (a [fidelity] table or top-level keys)")
+    add_options(p_fid, FidelityConfig)
     p_fid.set_defaults(func=cmd_fidelity)
     from .cli_results import add_commands
 
     add_commands(sub)
+    from . import cli_data; cli_data.add_commands(sub)  # noqa: E702  (cdbench data fetch|list)
     p_eng = sub.add_parser("engines", help="list engines and whether they are installed")
     p_eng.set_defaults(func=cmd_engines)
     args = parser.parse_args(argv)

@@ -5,14 +5,12 @@ Every run writes the resolved config beside its results, so a run can be repeate
 from __future__ import annotations
 
 import os
-import tomllib
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .options import coerce, load_toml, option
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,114 +41,63 @@ def default_data_dir() -> Path:
 
 @dataclass
 class RunConfig:
-    protocol: str = "cdbench"         # cdbench | jsonschemabench (prompt, validator and limits: harness/protocols)
-    dataset: str = "builtin"          # builtin, cfg, jsonschemabench, hub, or a directory
-    subset: list[str] = field(default_factory=list)
-    limit: int | None = None
-    schema_files: list[str] = field(default_factory=list)
-    engines: list[str] = field(default_factory=list)  # empty = every installed engine
-    samplers: list[str] = field(default_factory=lambda: ["masking"])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    temperature: float = 0.0           # masking only; AWRS samples at temperature 1
-    particles: int = 5                 # awrs-smc
-    ess_threshold: float = 0.5         # awrs-smc: resample when ESS < threshold * particles
-    resampling: str = "multinomial"    # awrs-smc: multinomial | stratified
-    variant: str = "paper"             # awrs: paper (two-pass) | recursive
-    max_tokens: int = 256
-    model: str | None = None           # GGUF path; None = the default Gemma 3 270M
-    n_ctx: int = 4096
-    lm_threads: int | None = None      # None = all cores
-    whitespace: str = "compact"
-    strict: bool = True
-    engine_threads: int = 1
-    compile_timeout_s: float = 5.0     # JSONSchemaBench uses 10 s: --compile-timeout 10
-    compile_guard: bool = True         # compile once in a forked child first (hang/crash guard)
-    generation_timeout_s: float = 60.0
-    memory_gb: float | None = None     # per-case limit on resident-memory growth during generation (harness.lm.budget)
-    reports_dir: str = "reports"
-    run_id: str | None = None
-    data_dir: str | None = None
-    split: str = "test"                # hub dataset split (train / val / test)
-    hub_cache: str | None = None       # Hugging Face cache directory (default: the library's)
-    offline: bool | None = None        # hub: read the cache only (default: HF_HUB_OFFLINE / CDBENCH_OFFLINE)
-    bootstrap_seed: int = 0
-    bootstrap_resamples: int = 1000    # JSONSchemaBench's protocol: 100
-    progress: bool = True
-    resume: str | None = None          # a run directory to continue (its cases already recorded are kept)
+    """`cdbench run` settings: each declared once (flag, TOML key in [run], type, help, default;
+    harness.options derives the command line and the checks from these lines)."""
+    protocol: str = option("cdbench", "cdbench (0-shot, the schema's own draft, compile limit 5 s, max_tokens 256) "
+                           "or jsonschemabench (JSB's 2-shot prompts, Draft 2020-12 validator, compile limit 10 s, "
+                           "max_tokens 2048); explicit flags override a protocol's limits")
+    dataset: str = option("builtin", "builtin, cfg (grammars/), jsonschemabench (data dir), hub (epfl-dlab/"
+                          "JSONSchemaBench via the Hugging Face cache), or a directory in the JSONSchemaBench layout")
+    subset: list[str] = option([], "subset name(s), comma-separated (JSONSchemaBench: Github_easy, ...)")
+    limit: int | None = option(None, "first N tasks only")
+    schema_files: list[str] = option([], "run on this JSON Schema file (repeatable)", flag="--schema", repeat=True)
+    engines: list[str] = option([], "comma-separated engines (default: every installed one)")
+    samplers: list[str] = option(["masking"], "comma-separated samplers: masking, awrs, awrs-smc, asap, gcd")
+    seeds: list[int] = option([0], "seed or comma-separated seeds", flag="--seed")
+    temperature: float = option(0.0, "masking: 0 = greedy; AWRS samples at temperature 1")
+    particles: int = option(5, "awrs-smc particles")
+    ess_threshold: float = option(0.5, "awrs-smc: resample when ESS < threshold x particles")
+    resampling: str = option("multinomial", "awrs-smc resampling scheme", choices=("multinomial", "stratified"))
+    variant: str = option("paper", "AWRS weight estimator", choices=("paper", "recursive"))
+    sampler_args: dict[str, Any] = option({}, "any other sampler constructor argument, KEY=VALUE (repeatable), "
+                                          "passed to every sampler that takes it and recorded in its settings")
+    max_tokens: int = option(256, "generation limit in tokens (the protocol's unless given)")
+    model: str | None = option(None, "GGUF model path (default: Gemma 3 270M Q4_K_M from its PyPI package)")
+    n_ctx: int = option(4096, "LM context size")
+    lm_threads: int | None = option(None, "LM threads (default: all cores)")
+    whitespace: str = option("compact", "JSON whitespace the engines allow", choices=("compact", "flexible"))
+    strict: bool = option(True, "xgrammar strict_mode (no additional properties unless the schema allows them)")
+    engine_threads: int = option(1, "engine compile threads (MaskBench uses 1)")
+    compile_timeout_s: float = option(5.0, "compile time limit, s (the protocol's unless given)",
+                                      flag="--compile-timeout")
+    compile_guard: bool = option(True, "compile once in a forked child first (a hang or crash becomes a row)")
+    generation_timeout_s: float = option(60.0, "generation time limit per case, s", flag="--generation-timeout")
+    memory_gb: float | None = option(None, "per-case limit on the growth of resident memory during generation "
+                                     "(the case ends as finish_reason oom; harness.lm.budget)")
+    reports_dir: str = option("reports", "where run directories go")
+    run_id: str | None = option(None, "the run directory's name (default: <date>-<time>)")
+    data_dir: str | None = option(None, "root of the datasets (default: $CDBENCH_DATA_DIR, else ../shared/datasets "
+                                  "when present, else the user cache that `cdbench data fetch` fills)")
+    split: str = option("test", "hub dataset split: train, val or test")
+    hub_cache: str | None = option(None, "Hugging Face cache directory for --dataset hub")
+    offline: bool | None = option(None, "hub: read the local cache only (default: HF_HUB_OFFLINE / CDBENCH_OFFLINE)")
+    bootstrap_seed: int = option(0, "seed of the summary's bootstrap", cli=False)
+    bootstrap_resamples: int = option(1000, "task-level bootstrap resamples for the summary's intervals")
+    progress: bool = option(True, "a progress bar on stderr")
+    resume: str | None = option(None, "continue an interrupted run: its recorded cases are kept, the rest run; its "
+                                "config is the base (flags that change results are refused)", metavar="RUN_DIR")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-_LIST_FIELDS = {"subset", "schema_files", "engines", "samplers", "seeds"}
-
-
-def _coerce(name: str, value: Any, where: str) -> Any:
-    if name in _LIST_FIELDS:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: '{name}' must be a list or comma-separated string")
-        if name == "seeds":
-            try:
-                value = [int(v) for v in value]
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{where}: 'seeds' must be integers") from exc
-    return value
-
-
-def _type_ok(hint: Any, value: Any) -> bool:
-    """value matches a RunConfig annotation (str, int, float, bool, list[...], X | None)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (types.UnionType, typing.Union):
-        return any(_type_ok(a, value) for a in args)
-    if hint is type(None):
-        return value is None
-    if origin is list:
-        return isinstance(value, list) and all(_type_ok(args[0], v) for v in value)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _check_types(values: dict[str, Any], where: str) -> None:
-    hints = typing.get_type_hints(RunConfig)
-    for name, value in values.items():
-        if name in hints and not _type_ok(hints[name], value):
-            raise ConfigError(f"{where}: '{name}' must be {_hint_text(hints[name])}, got {value!r:.60}")
-
-
-def _hint_text(hint: Any) -> str:
-    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
-
-
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not TOML: {exc}") from exc
-    table = raw.get("run", raw)
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [run] must be a table, got {type(table).__name__}")
-    known = {f.name for f in fields(RunConfig)}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown config key(s): {', '.join(unknown)}")
-    values = {k: _coerce(k, v, str(path)) for k, v in table.items()}
-    _check_types(values, str(path))
-    return values
+    """A TOML file's run settings ([run] table or top-level keys), names and types checked."""
+    return load_toml(path, RunConfig, "run")
 
 
 def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> RunConfig:
-    flags = {k: _coerce(k, v, "command line") for k, v in flag_values.items() if v is not None}
-    _check_types(flags, "command line")
+    flags = coerce(RunConfig, {k: v for k, v in flag_values.items() if v is not None}, "command line")
     values = {**file_values, **flags}
     from .protocols import get_protocol
 

@@ -154,18 +154,34 @@ def generate_case(engine: ConstraintEngine, comp: CompileOutcome, sampler: Any, 
     return gen
 
 
-def make_sampler(name: str, cfg: RunConfig) -> Any:
-    """Build a sampler from the run settings its constructor takes (temperature, particles, ...)."""
+SAMPLER_SETTINGS = ("temperature", "particles", "ess_threshold", "resampling", "variant")
+
+
+def _accepted(name: str) -> set[str]:
     import inspect
 
-    cls = SAMPLERS.get(name)
-    accepted = inspect.signature(cls).parameters
-    options = {k: getattr(cfg, k) for k in ("temperature", "particles", "ess_threshold", "resampling", "variant")
-               if k in accepted}
+    return set(inspect.signature(SAMPLERS.get(name)).parameters)
+
+
+def make_sampler(name: str, cfg: RunConfig) -> Any:
+    """Build a sampler from the run settings its constructor takes (temperature, particles, ...) and
+    the --sampler-args it takes; what it was built with is in its settings(), so in every row."""
+    accepted = _accepted(name)
+    options = {k: getattr(cfg, k) for k in SAMPLER_SETTINGS if k in accepted}
+    options.update({k: v for k, v in cfg.sampler_args.items() if k in accepted})
     try:
-        return cls(**options)
-    except ValueError as exc:
+        return SAMPLERS.get(name)(**options)
+    except (ValueError, TypeError) as exc:
         raise ConfigError(f"sampler '{name}': {exc}") from exc
+
+
+def check_sampler_args(cfg: RunConfig) -> None:
+    """A --sampler-args key that none of the run's samplers takes is a mistake, not a no-op."""
+    takes = set().union(*(_accepted(name) for name in cfg.samplers)) if cfg.samplers else set()
+    unused = sorted(set(cfg.sampler_args) - takes)
+    if unused:
+        raise ConfigError(f"--sampler-args {', '.join(unused)}: no sampler of this run ({', '.join(cfg.samplers)}) "
+                          "takes it")
 
 
 def new_run_id() -> str:
@@ -193,6 +209,7 @@ def _setup(cfg: RunConfig, lm: LanguageModel | None) -> _Setup:
     engine_names = resolve_engines(cfg.engines)
     for name in cfg.samplers:
         SAMPLERS.get(name)
+    check_sampler_args(cfg)
     lm = lm or load_lm(cfg)
     options = EngineOptions(whitespace=cfg.whitespace, strict=cfg.strict, threads=cfg.engine_threads)
     engines: list[ConstraintEngine] = []

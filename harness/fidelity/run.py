@@ -15,7 +15,7 @@ import datetime as _dt
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,30 +33,10 @@ from ..results.rundir import RunDir, make_fingerprint, model_identity, task_set_
 from ..tasks.loaders import load_tasks
 from ..tasks.task import Task
 from .exact import BudgetExceeded, ExactTarget, exact_walk
+from .config import FidelityConfig
 from .estimators import ESTIMATORS, Draw
 from .metrics import kl, marginalise, null_band, tv
 
-
-
-@dataclass
-class FidelityConfig:
-    dataset: str = "fidelity"
-    tasks: list[str] = field(default_factory=list)     # empty = every task of the dataset
-    engine: str = "xgrammar"
-    samplers: list[str] = field(default_factory=lambda: ["masking", "awrs-smc", "asap"])
-    samples: int = 200              # per sampler; AWRS-SMC runs samples // particles times
-    particles: int = 5
-    ess_threshold: float = 0.5
-    seed: int = 0
-    level: str = "tokens"           # tokens | strings (marginalise target and samples to strings)
-    length_bound: int | None = None  # overrides every task's bound
-    max_prefixes: int = 20000
-    max_seconds: float = 900.0
-    null_reps: int = 200
-    reports_dir: str = "reports"
-    run_id: str | None = None
-    model: str | None = None
-    resume: str | None = None       # a fidelity run directory to continue (finished tasks are kept)
 
 
 class _Scorer:

@@ -205,7 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cdbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("cdbench: interrupted; finished cases are in the run's rows.jsonl", file=sys.stderr)
+        print("cdbench: interrupted" + ("; finished cases are in the run's rows.jsonl (continue with --resume)"
+                                        if args.command in ("run", "replay", "fidelity") else ""), file=sys.stderr)
         return 130
 
 

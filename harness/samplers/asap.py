@@ -23,7 +23,7 @@ import numpy as np
 from ..engines.base import Matcher
 from ..engines.bitmask import allowed_ids, new_bitmask
 from ..lm.base import LanguageModel, log_softmax, logsumexp
-from .base import Generation, advance_or_fail, logits_and_mask, now
+from .base import Generation, Seams, advance_or_fail, run_generation
 
 FLAWS = (None, "last-only", "allowed-normalised", "disallowed-children")
 
@@ -98,13 +98,15 @@ class ASApSampler:
                 "trie_budget_mb": self.trie_budget_mb,
                 "evaluations_count": "|V| per newly expanded node, 0 on revisits"}
 
-    def _expand(self, node: TrieNode, lm: LanguageModel, matcher: Matcher, prefix: list[int], depth: int,
-                max_tokens: int, bitmask: np.ndarray, gen: Generation) -> None:
-        view = lm.tokenizer
+    def _expand(self, node: TrieNode, s: Seams, prefix: list[int], depth: int, max_tokens: int,
+                bitmask: np.ndarray) -> None:
+        view = s.lm.tokenizer
         if self.trie.bytes > self.trie_budget_mb * 2**20:
             raise MemoryError(f"ASAp trie exceeds its {self.trie_budget_mb:.0f} MB budget after {self.trie.samples} "
                               f"samples ({self.trie.expanded} expanded nodes); lower max_tokens or the number of seeds")
-        logp = log_softmax(logits_and_mask(gen, lm, matcher, prefix, bitmask))
+        logits = s.lm.logits(prefix)
+        s.matcher.fill_mask(bitmask)
+        logp = log_softmax(logits)
         ids = allowed_ids(bitmask, view.vocab_size)
         stops = np.isin(ids, sorted(view.stops))
         if depth >= max_tokens:  # the length bound lives in the constraint (ALGORITHMS.md 4.4, pitfall 4)
@@ -134,60 +136,55 @@ class ASApSampler:
         if self.fresh_trie:
             self.trie = Trie()
         trie = self.trie
-        rng = np.random.default_rng(seed)
-        bitmask = new_bitmask(lm.tokenizer.vocab_size)
-        gen = Generation()
-        start = now()
-        prefix = list(prompt)
-        node = trie.root
-        path: list[tuple[TrieNode, int]] = []
-        new_nodes = 0
-        try:
-            while True:
-                if deadline is not None and now() > deadline:
-                    gen.finish_reason = "timeout"
-                    break
-                if not node.expanded:
-                    self._expand(node, lm, matcher, prefix, len(gen.tokens), max_tokens, bitmask, gen)
-                    new_nodes += 1
-                else:
-                    gen.step_evals.append(0)  # a revisited node: its mask and probabilities are in the trie
-                if not len(node.tokens):  # a dead end: nothing below completes (pitfall 7: theta 0)
-                    gen.finish_reason = "max_tokens" if len(gen.tokens) >= max_tokens else "dead_end"
-                    break
-                keys = node.logp + node.child_log_theta + rng.gumbel(size=len(node.tokens))
-                idx = int(np.argmax(keys))
-                if not math.isfinite(keys[idx]):
-                    gen.finish_reason = "dead_end"
-                    break
-                token = int(node.tokens[idx])
-                path.append((node, idx))
-                if gen.first_token_s is None:
-                    gen.first_token_s = now() - start
-                if node.is_stop[idx]:
-                    gen.finish_reason = "eos"
-                    break
-                if not advance_or_fail(gen, matcher, token):
-                    break
-                child = node.child(token)
-                if child is None:
-                    child = TrieNode()
-                    node.children[token] = (idx, child)
-                    trie.nodes += 1
-                node = child
-                gen.tokens.append(token)
-                prefix.append(token)
-            if gen.finish_reason in ("eos", "dead_end", "max_tokens"):
-                self._backward(path, node if gen.finish_reason != "eos" else None)
-        except Exception as exc:  # an engine or LM failure ends this sample, not the run
-            gen.finish_reason = "error"
-            gen.error = f"{type(exc).__name__}: {exc}"
+        counts = {"new_nodes": 0}
+        gen = run_generation(lambda seams: self._sample(seams, list(prompt), max_tokens, counts), lm, matcher, seed,
+                             deadline)
         trie.samples += 1
-        gen.total_s = now() - start
-        gen.extra = {"trie_nodes": trie.nodes, "trie_expanded": trie.expanded, "new_nodes": new_nodes,
+        gen.extra = {"trie_nodes": trie.nodes, "trie_expanded": trie.expanded, "new_nodes": counts["new_nodes"],
                      "trie_mb": round(trie.bytes / 2**20, 3),
                      "trie_samples": trie.samples, "log_theta_root": trie.root.log_theta}
         return gen
+
+    def _sample(self, s: Seams, prefix: list[int], max_tokens: int, counts: dict[str, int]) -> None:
+        """One walk down the trie (expanding nodes it has not seen), then theta updated back up."""
+        gen, trie = s.gen, self.trie
+        bitmask = new_bitmask(s.lm.tokenizer.vocab_size)
+        node = trie.root
+        path: list[tuple[TrieNode, int]] = []
+        while True:
+            if s.expired():
+                gen.finish_reason = "timeout"
+                break
+            if not node.expanded:
+                self._expand(node, s, prefix, len(gen.tokens), max_tokens, bitmask)
+                counts["new_nodes"] += 1
+            s.step.end()  # |V| evaluations for a new node, 0 for a revisit (its mask is in the trie)
+            if not len(node.tokens):  # a dead end: nothing below completes (pitfall 7: theta 0)
+                gen.finish_reason = "max_tokens" if len(gen.tokens) >= max_tokens else "dead_end"
+                break
+            keys = node.logp + node.child_log_theta + s.rng.gumbel(size=len(node.tokens))
+            idx = int(np.argmax(keys))
+            if not math.isfinite(keys[idx]):
+                gen.finish_reason = "dead_end"
+                break
+            token = int(node.tokens[idx])
+            path.append((node, idx))
+            s.first_token()
+            if node.is_stop[idx]:
+                gen.finish_reason = "eos"
+                break
+            if not advance_or_fail(gen, s.matcher, token):
+                break
+            child = node.child(token)
+            if child is None:
+                child = TrieNode()
+                node.children[token] = (idx, child)
+                trie.nodes += 1
+            node = child
+            gen.tokens.append(token)
+            prefix.append(token)
+        if gen.finish_reason in ("eos", "dead_end", "max_tokens"):
+            self._backward(path, node if gen.finish_reason != "eos" else None)
 
     def _backward(self, path: list[tuple[TrieNode, int]], dead: TrieNode | None) -> None:
         """Recompute theta leaf to root along the sampled path (only the last node if flawed so)."""

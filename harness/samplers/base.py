@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -70,30 +70,126 @@ def now() -> float:
     return time.perf_counter()
 
 
-def logits_and_mask(gen: Generation, lm: LanguageModel, matcher: Matcher, prefix: Sequence[int],
-                    bitmask: np.ndarray) -> np.ndarray:
-    """One masking step's two calls, each timed into its own bucket: the LM's logits after
-    `prefix` and the engine's full mask (|V| evaluations; EOS is inside V here)."""
-    t0 = now()
-    logits = lm.logits(prefix)
-    t1 = now()
-    matcher.fill_mask(bitmask)
-    t2 = now()
-    gen.lm_s += t1 - t0
-    gen.mask_s += t2 - t1
-    gen.mask_times.append(t2 - t1)
-    gen.forward_passes += 1
-    gen.constraint_evals += lm.tokenizer.vocab_size
-    gen.step_evals.append(lm.tokenizer.vocab_size)
-    return logits
+class TimedLM:
+    """The LM seam as a sampler sees it: every forward pass counted and timed into the case's
+    Generation (lm_s, forward_passes). Samplers never time the LM themselves."""
+
+    def __init__(self, lm: LanguageModel, gen: Generation) -> None:
+        self._lm, self._gen = lm, gen
+        self.tokenizer, self.name = lm.tokenizer, lm.name
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lm, name)
+
+    def logits(self, prefix: Sequence[int]) -> np.ndarray:
+        t0 = now()
+        out = self._lm.logits(prefix)
+        self._gen.lm_s += now() - t0
+        self._gen.forward_passes += 1
+        return out
+
+    def logprobs(self, prefix: Sequence[int]) -> np.ndarray:
+        t0 = now()
+        out = self._lm.logprobs(prefix)
+        self._gen.lm_s += now() - t0
+        self._gen.forward_passes += 1
+        return out
+
+
+class TimedMatcher:
+    """The engine seam: every mask, check, advance and fork timed into the Generation (mask_s with
+    each mask's time, check_s, advance_s, fork_s) and counted as constraint evaluations (a mask is
+    |V| of them, a check one). A fork is timed and wrapped too, so a particle's matcher counts."""
+
+    def __init__(self, inner: Matcher, gen: Generation, vocab_size: int) -> None:
+        self.inner, self._gen, self._vocab = inner, gen, vocab_size
+
+    def fill_mask(self, bitmask: np.ndarray) -> None:
+        t0 = now()
+        self.inner.fill_mask(bitmask)
+        dt = now() - t0
+        self._gen.mask_s += dt
+        self._gen.mask_times.append(dt)
+        self._gen.constraint_evals += self._vocab
+
+    def check(self, token: int) -> bool:
+        t0 = now()
+        ok = self.inner.check(token)
+        self._gen.check_s += now() - t0
+        self._gen.constraint_evals += 1
+        return ok
+
+    def advance(self, token: int) -> bool:
+        t0 = now()
+        ok = self.inner.advance(token)
+        self._gen.advance_s += now() - t0
+        return ok
+
+    def fork(self) -> "TimedMatcher":
+        t0 = now()
+        copy = self.inner.fork()
+        self._gen.fork_s += now() - t0
+        return TimedMatcher(copy, self._gen, self._vocab)
+
+    def rollback(self, n: int) -> None:
+        self.inner.rollback(n)
+
+    def is_accepting(self) -> bool:
+        return self.inner.is_accepting()
+
+
+class Step:
+    """Marks the end of a generation step: the constraint evaluations since the last mark become
+    that step's entry in step_evals (one entry per step; per particle step in SMC)."""
+
+    def __init__(self, gen: Generation) -> None:
+        self._gen, self._seen = gen, 0
+
+    def end(self) -> None:
+        self._gen.step_evals.append(self._gen.constraint_evals - self._seen)
+        self._seen = self._gen.constraint_evals
+
+
+@dataclass
+class Seams:
+    """What one generation works with: the counted LM and matcher, its rng, clock and deadline."""
+    gen: Generation
+    lm: TimedLM
+    matcher: TimedMatcher
+    rng: np.random.Generator
+    step: Step
+    start: float
+    deadline: float | None
+
+    def expired(self) -> bool:
+        return self.deadline is not None and now() > self.deadline
+
+    def first_token(self) -> None:
+        if self.gen.first_token_s is None:
+            self.gen.first_token_s = now() - self.start
+
+
+def run_generation(body: Callable[[Seams], None], lm: LanguageModel, matcher: Matcher, seed: int,
+                   deadline: float | None) -> Generation:
+    """The one template every sampler's generate() goes through: the seams wrapped for counting,
+    the seeded rng, the deadline, an engine or LM failure ending this sample (not the run) as
+    an error, and the total time."""
+    gen = Generation()
+    seams = Seams(gen, TimedLM(lm, gen), TimedMatcher(matcher, gen, lm.tokenizer.vocab_size),
+                  np.random.default_rng(seed), Step(gen), now(), deadline)
+    try:
+        body(seams)
+    except Exception as exc:  # an engine or LM failure ends this sample, not the run
+        gen.finish_reason = "error"
+        gen.error = f"{type(exc).__name__}: {exc}"
+    gen.total_s = now() - seams.start
+    return gen
 
 
 def advance_or_fail(gen: Generation, matcher: Matcher, token: int) -> bool:
-    """Advance the matcher, timed into advance_s. An engine refusing a token it has just allowed
-    (by mask or check) is an engine bug: the sample ends as an error that says so."""
-    t0 = now()
+    """Advance the matcher. An engine refusing a token it has just allowed (by mask or check) is
+    an engine bug: the sample ends as an error that says so."""
     ok = matcher.advance(token)
-    gen.advance_s += now() - t0
     if not ok:
         gen.finish_reason = "error"
         gen.error = f"engine refused token {token} that it had allowed"

@@ -13,7 +13,7 @@ import numpy as np
 from ..engines.base import Matcher
 from ..engines.bitmask import allowed_ids, is_allowed, new_bitmask, to_bool
 from ..lm.base import LanguageModel
-from .base import Generation, advance_or_fail, logits_and_mask, now, sample_from_logits
+from .base import Generation, Seams, advance_or_fail, run_generation, sample_from_logits
 
 
 class MaskingSampler:
@@ -27,50 +27,35 @@ class MaskingSampler:
     def settings(self) -> dict[str, Any]:
         return {"sampler": self.name, "temperature": self.temperature}
 
-    def generate(
-        self,
-        lm: LanguageModel,
-        matcher: Matcher,
-        prompt: Sequence[int],
-        max_tokens: int,
-        seed: int,
-        deadline: float | None = None,
-    ) -> Generation:
-        view = lm.tokenizer
-        vocab = view.vocab_size
-        stops = view.stops
-        rng = np.random.default_rng(seed)
+    def generate(self, lm: LanguageModel, matcher: Matcher, prompt: Sequence[int], max_tokens: int, seed: int,
+                 deadline: float | None = None) -> Generation:
+        return run_generation(lambda seams: self._decode(seams, list(prompt), max_tokens), lm, matcher, seed, deadline)
+
+    def _decode(self, s: Seams, prefix: list[int], max_tokens: int) -> None:
+        gen, vocab, stops = s.gen, s.lm.tokenizer.vocab_size, s.lm.tokenizer.stops
         bitmask = new_bitmask(vocab)
-        gen = Generation()
-        prefix = list(prompt)
-        start = now()
-        try:
-            while True:
-                if len(gen.tokens) >= max_tokens:
-                    gen.finish_reason = "max_tokens"
-                    break
-                if deadline is not None and now() > deadline:
-                    gen.finish_reason = "timeout"
-                    break
-                logits = logits_and_mask(gen, lm, matcher, prefix, bitmask)
-                token = self._choose(logits, bitmask, vocab, rng)
-                if token < 0:
-                    gen.finish_reason = "dead_end"
-                    break
-                if gen.first_token_s is None:
-                    gen.first_token_s = now() - start
-                if token in stops:
-                    gen.finish_reason = "eos"
-                    break
-                if not advance_or_fail(gen, matcher, token):
-                    break
-                gen.tokens.append(token)
-                prefix.append(token)
-        except Exception as exc:  # an engine or LM failure ends this case, not the run
-            gen.finish_reason = "error"
-            gen.error = f"{type(exc).__name__}: {exc}"
-        gen.total_s = now() - start
-        return gen
+        while True:
+            if len(gen.tokens) >= max_tokens:
+                gen.finish_reason = "max_tokens"
+                return
+            if s.expired():
+                gen.finish_reason = "timeout"
+                return
+            logits = s.lm.logits(prefix)
+            s.matcher.fill_mask(bitmask)
+            s.step.end()
+            token = self._choose(logits, bitmask, vocab, s.rng)
+            if token < 0:
+                gen.finish_reason = "dead_end"
+                return
+            s.first_token()
+            if token in stops:
+                gen.finish_reason = "eos"
+                return
+            if not advance_or_fail(gen, s.matcher, token):
+                return
+            gen.tokens.append(token)
+            prefix.append(token)
 
     def _choose(self, logits: np.ndarray, bitmask: np.ndarray, vocab: int, rng: np.random.Generator) -> int:
         if self.temperature == 0.0:

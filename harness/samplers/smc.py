@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -25,7 +24,7 @@ import numpy as np
 from ..engines.base import Matcher
 from ..lm.base import LanguageModel, logsumexp, softmax_pair
 from .awrs import IMPROPER, PAPER, paper_step, recursive_step
-from .base import Generation, advance_or_fail, now
+from .base import Generation, Seams, advance_or_fail, run_generation
 
 
 @dataclass
@@ -69,14 +68,6 @@ def reset_weights(log_w: np.ndarray, ancestors: np.ndarray) -> np.ndarray:
     return np.full(len(ancestors), log_mean_exp(log_w))
 
 
-def timed_fork(gen: Generation, matcher: Matcher) -> Matcher:
-    """matcher.fork() timed as engine work (fork_s, part of engine_s)."""
-    t0 = now()
-    copy = matcher.fork()
-    gen.fork_s += now() - t0
-    return copy
-
-
 class AWRSSMCSampler:
     """N = 1 with no resampling is plain AWRS (single sequence, weighted)."""
 
@@ -109,73 +100,55 @@ class AWRSSMCSampler:
 
     def generate(self, lm: LanguageModel, matcher: Matcher, prompt: Sequence[int], max_tokens: int, seed: int,
                  deadline: float | None = None) -> Generation:
-        rng = np.random.default_rng(seed)
-        gen = Generation()
-        start = now()
-        parts = [Particle(matcher)] + [Particle(timed_fork(gen, matcher)) for _ in range(self.particles - 1)]
+        return run_generation(lambda seams: self._run(seams, list(prompt), max_tokens), lm, matcher, seed, deadline)
+
+    def _run(self, s: Seams, prompt: list[int], max_tokens: int) -> None:
+        gen = s.gen
+        parts = [Particle(s.matcher)] + [Particle(s.matcher.fork()) for _ in range(self.particles - 1)]
         resamplings = 0
         try:
             for step_index in range(max_tokens + 1):
                 live = [p for p in parts if not p.done]
                 if not live:
                     break
-                if deadline is not None and now() > deadline:
+                if s.expired():
                     gen.finish_reason = "timeout"
                     break
                 for part in live:
-                    self._extend(gen, lm, prompt, part, step_index == max_tokens, rng)
-                    if gen.first_token_s is None:
-                        gen.first_token_s = now() - start
+                    self._extend(s, prompt, part, step_index == max_tokens)
+                    s.first_token()
                 log_w = np.array([p.log_w for p in parts])
                 if self.particles > 1 and any(not p.done for p in parts) and \
                         ess(log_w) < self.ess_threshold * self.particles:
-                    parts = self._resample(gen, parts, rng)
+                    parts = self._resample(parts, s.rng)
                     resamplings += 1
-        except Exception as exc:
+        except Exception as exc:  # the particles so far still give the results below
             gen.finish_reason = "error"
             gen.error = f"{type(exc).__name__}: {exc}"
-        self._finish(gen, lm, parts, rng)
-        gen.total_s = now() - start
+        self._finish(gen, s.lm, parts, s.rng)
         gen.extra["resamplings"] = resamplings
-        return gen
 
-    def _extend(self, gen: Generation, lm: LanguageModel, prompt: Sequence[int], part: Particle, forced: bool,
-                rng: np.random.Generator) -> None:
+    def _extend(self, s: Seams, prompt: list[int], part: Particle, forced: bool) -> None:
         """One step of one live particle: an AWRS step, or at the length bound the forced stop
         with weight p(stop|u) * member(u) (summed in log space from the normalised log-probabilities)."""
-        t0 = now()
-        logits = lm.logits(list(prompt) + part.tokens)
-        gen.lm_s += now() - t0
-        logp, probs = softmax_pair(logits)
-        gen.forward_passes += 1
-        checks = [0.0]
-
-        def check(t: int, m: Matcher = part.matcher) -> bool:
-            c0 = time.perf_counter()
-            ok = m.check(t)
-            checks[0] += time.perf_counter() - c0
-            return ok
-
+        tokenizer = s.lm.tokenizer
+        logp, probs = softmax_pair(s.lm.logits(prompt + part.tokens))
         if forced:
-            gen.constraint_evals += 1
-            gen.step_evals.append(1)
-            member = check(lm.tokenizer.eos_id)
-            part.log_w += logsumexp(logp[sorted(lm.tokenizer.stops)]) if member else -math.inf
+            member = part.matcher.check(tokenizer.eos_id)
+            part.log_w += logsumexp(logp[sorted(tokenizer.stops)]) if member else -math.inf
             part.done = part.forced = True
         else:
-            step = self._step(logp, probs, check, rng)
-            gen.constraint_evals += step.evaluations
-            gen.step_evals.append(step.evaluations)
+            step = self._step(logp, probs, part.matcher.check, s.rng)
             part.log_w += step.log_weight
-            if not math.isfinite(part.log_w) or step.token in lm.tokenizer.stops:
+            if not math.isfinite(part.log_w) or step.token in tokenizer.stops:
                 part.done = True
             else:
-                if not advance_or_fail(gen, part.matcher, step.token):
-                    raise RuntimeError(gen.error)
+                if not advance_or_fail(s.gen, part.matcher, step.token):
+                    raise RuntimeError(s.gen.error)
                 part.tokens.append(step.token)
-        gen.check_s += checks[0]
+        s.step.end()
 
-    def _resample(self, gen: Generation, parts: list[Particle], rng: np.random.Generator) -> list[Particle]:
+    def _resample(self, parts: list[Particle], rng: np.random.Generator) -> list[Particle]:
         """Draw N ancestors and reset every weight (reset_weights). A finished particle's matcher
         is never used again, so it is shared; a live ancestor's first copy takes its matcher and
         the others fork it, so only the forks that are needed are made (and timed)."""
@@ -190,7 +163,7 @@ class AWRSSMCSampler:
                 m = a.matcher
                 taken.add(int(i))
             else:
-                m = timed_fork(gen, a.matcher)
+                m = a.matcher.fork()  # a counted matcher: the fork is timed as engine work
             out.append(Particle(m, list(a.tokens), float(w), a.done, a.forced))
         return out
 

@@ -67,13 +67,19 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report.run_report import build_run_report
     from .results.rundir import RunDir
 
     rd = RunDir.open(args.run)
+    if rd.kind == "fidelity":
+        from .report.fidelity_report import build_fidelity_report
+
+        print(build_fidelity_report(rd.path))
+        return 0
     if rd.kind != "run":
-        raise ConfigError(f"{rd.path}: report covers `cdbench run` results; this is a {rd.kind} "
-                          "(its summary.md has the tables; compare and leaderboard take replays)")
+        raise ConfigError(f"{rd.path}: report covers `cdbench run` and `cdbench fidelity` results; this is a "
+                          f"{rd.kind} (its summary.md has the tables; compare and leaderboard take replays)")
+    from .report.run_report import build_run_report
+
     print(build_run_report(rd.path))
     return 0
 

@@ -178,6 +178,14 @@ PLOTS = {
                lambda: plots.forest([], [], [], [], 1.25, "t")),
     "scatter_ab": (lambda: plots.scatter_ab([1, 2, 3], [1.5, 2, 9], "ms", "t", ("A", "B")),
                    lambda: plots.scatter_ab([], [], "ms", "t", ("A", "B"))),
+    "curves": (lambda: plots.curves({"a": ([1, 2, 5], [0.5, 0.2, 0.1]), "b": ([1, 10], [0.3, 0.01])}, "x", "y", "t",
+                                    logy=True, reference=(0.05, "ref")),
+               lambda: plots.curves({"a": ([1], [None])}, "x", "y", "t")),
+    "bars_with_marks": (lambda: plots.bars_with_marks(["t1", "t2"], {"a": [0.2, None], "b": [0.4, 0.1]},
+                                                      {"a": [0.3, None], "b": [0.3, 0.2]}, "TV", "t", "null p95"),
+                        lambda: plots.bars_with_marks(["t1"], {"a": [None]}, None, "TV", "t")),
+    "step_ecdf": (lambda: plots.step_ecdf({"awrs": [0, 1, 1, 2, 40, 3], "masking": [262144.0] * 4}),
+                  lambda: plots.step_ecdf({"awrs": []})),
     "pareto": (lambda: plots.pareto([("a", 100.0, 0.7), ("b", 300.0, 0.9), ("c", 400.0, 0.8)], "x", "y", "t"),
                lambda: plots.pareto([], "x", "y", "t")),
     "heatmap": (lambda: plots.heatmap(["r1", "r2"], ["c1", "c2"], [[0.5, None], [1.0, 0.25]], "t", "{:.2f}"),
@@ -240,3 +248,153 @@ def test_empty_run_renders(tmp_path):
     run_dir.mkdir()
     html = build_run_report(run_dir).read_text(encoding="utf-8")
     assert "no scored rows" in html
+
+
+# ---------------------------------------------------------------- one statistic path (the metric registry)
+
+def _q(values: list[float], q: float) -> float:
+    """The q-th percentile by linear interpolation (numpy's default), from the statistics module."""
+    import statistics
+
+    if q == 50:
+        return statistics.median(values)
+    n = 1000 if q % 1 else 100
+    return statistics.quantiles(values, n=n, method="inclusive")[round(q * n / 100) - 1]
+
+
+def test_headline_latency_matches_independent_statistics(page):
+    table = next(s for s in page.sections if isinstance(s, Table) and s.title == "Headline: latency")
+    rows = [r for r in synthetic_rows() if r["compile_status"] != "skipped"]
+    assert len(table.rows) == 2
+    for cells in table.rows:
+        ok = [r for r in rows if f"{r['engine']}/{r['sampler']}" == cells[0] and r["compile_status"] == "ok"]
+        compile_ms = [r["compile_s"] * 1000 for r in ok]
+        masks = [t for r in ok for t in r["mask_times_us"]]
+        expected = [_q(compile_ms, 50), _q(compile_ms, 99), _q([r["ttft_s"] * 1000 for r in ok], 50),
+                    _q([r["tpot_ms"] for r in ok], 50), _q([r["tpot_ms"] for r in ok], 99),
+                    _q(masks, 50), _q(masks, 99), _q(masks, 99.9),
+                    1000 * sum(r["lm_s"] for r in ok) / sum(r["output_tokens"] for r in ok),
+                    1000 * sum(r["engine_s"] for r in ok) / sum(r["output_tokens"] for r in ok)]
+        assert cells[1:] == pytest.approx(expected, rel=1e-9)
+
+
+def test_registry_helpers():
+    from harness.results.metrics import METRICS, per_token_ms, proportion_counts
+
+    rows = [{"compile_status": "ok", "dc": 1, "valid": True, "lm_s": 1.0, "output_tokens": 4},
+            {"compile_status": "ok", "dc": 1, "valid": False, "lm_s": 0.5, "output_tokens": 1},
+            {"compile_status": "error", "dc": 0, "valid": False, "lm_s": 9.0, "output_tokens": 9},
+            {"compile_status": "skipped", "finish_reason": "skipped", "dc": 0, "valid": False, "lm_s": 9.0,
+             "output_tokens": 9}]
+    assert proportion_counts(METRICS["compliance"], rows) == (1, 2)
+    assert proportion_counts(METRICS["declared_coverage"], rows) == (2, 3)
+    assert per_token_ms(rows, "lm_s") == pytest.approx(1000 * 1.5 / 5)
+    assert per_token_ms(rows[2:], "lm_s") is None
+
+
+# ---------------------------------------------------------------- evaluations per step (AWRS)
+
+AWRS_EVALS = [[1, 1, 3, 1, 12], [2, 1, 1, 40, 1, 1, 5], [0, 1, 7]]
+VOCAB = 262144
+
+
+def _evals_run(root: Path) -> Path:
+    run_dir = root / "evals-run"
+    run_dir.mkdir()
+    rng = random.Random(3)
+    rows = []
+    for i, evals in enumerate(AWRS_EVALS):
+        for sampler, steps in (("awrs", evals), ("masking", [VOCAB] * (len(evals) + 1))):
+            r = _row(i, f"t{i}", "synthetic:plain", "llguidance", "ok", True, rng)
+            r.update(sampler=sampler, step_evals=steps, constraint_evals=sum(steps))
+            rows.append(r)
+    skipped = _row(9, "t9", "synthetic:plain", "llguidance", "skipped", True, rng)
+    skipped.update(sampler="awrs", finish_reason="skipped", step_evals=[10 ** 6])  # a skipped case is in no figure
+    rows.append(skipped)
+    (run_dir / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return run_dir
+
+
+def test_step_evals_section(tmp_path):
+    run_dir = _evals_run(tmp_path)
+    page = run_report_page(run_dir)
+    table = next(s for s in page.sections if isinstance(s, Table) and s.title == "Constraint evaluations per step")
+    pooled = {"llguidance/awrs": [x for e in AWRS_EVALS for x in e],
+              "llguidance/masking": [VOCAB] * sum(len(e) + 1 for e in AWRS_EVALS)}
+    assert [c[0] for c in table.rows] == list(pooled)
+    for cells in table.rows:
+        v = pooled[cells[0]]
+        assert cells[1:4] == [len(AWRS_EVALS), len(v), pytest.approx(sum(v) / len(v))]
+        assert cells[4:8] == pytest.approx([_q(v, 50), _q(v, 90), _q(v, 99), max(v)])
+        assert cells[8] == pytest.approx(v.count(0) / len(v)) and cells[9] == sum(v)
+    html = build_run_report(run_dir).read_text(encoding="utf-8")
+    svg = re.search(r"<h2>Constraint evaluations per step: distribution</h2>\s*<figure>(.*?)</figure>", html, re.S)
+    assert svg and len(re.findall(r'<g id="f\d+-ecdf-\d+">', svg.group(1))) == 2
+    awrs = pooled["llguidance/awrs"]
+    mean, p99 = sum(awrs) / len(awrs), _q(awrs, 99)
+    assert f"llguidance/awrs: mean {mean:.3g}, p99 {p99:.3g}, n={len(awrs)} steps" in svg.group(1)
+    assert "llguidance/masking: mean 262,144, p99 262,144" in svg.group(1)
+
+
+def test_no_step_evals_no_section(report):
+    assert "Constraint evaluations per step" not in report[1]
+
+
+# ---------------------------------------------------------------- compare.html: per-case A-vs-B scatter
+
+def _cmp_row(task: str, engine: str, scale: float, ok: bool = True, masks: bool = True) -> dict:
+    from harness.results.rows import blank
+
+    i = int(task[1:])
+    return blank("run") | {"task_id": task, "source": "synthetic", "seed": 0, "engine": engine, "sampler": "masking",
+            "compile_status": "ok" if ok else "error", "dc": int(ok), "valid": ok, "ec": int(ok),
+            "finish_reason": "eos" if ok else "not_run", "compile_s": 0.001 * (i + 1) * scale,
+            "ttft_s": 0.01 * (i + 2) * scale if ok else None, "tpot_ms": 5.0 + i if ok and i % 4 else None,
+            "mask_times_us": [10.0 * scale * (i + 1), 30.0 * scale] if ok and masks else [],
+            "lm_s": 0.1, "engine_s": 0.01, "output_tokens": 2}
+
+
+def _cmp_rows(tasks: range, scale: float, failed: set[str], no_masks: set[str]) -> list[dict]:
+    return [_cmp_row(f"t{i}", e, scale * (1.3 if e == "beta" else 1.0), f"t{i}" not in failed,
+                     f"t{i}" not in no_masks) for e in ("alpha", "beta") for i in tasks]
+
+
+def test_compare_scatter_points_are_the_paired_cases(tmp_path):
+    from harness.analysis.compare import Options, compare
+    from harness.analysis.compare_report import html, write_outputs
+    from harness.results.rundir import RunDir
+    from test_compare_gate import _run
+
+    base_rows = _cmp_rows(range(0, 12), 1.0, failed={"t3"}, no_masks={"t6"})
+    new_rows = _cmp_rows(range(2, 14), 1.6, failed={"t9"}, no_masks={"t7"})
+    comp = compare(RunDir.open(_run(tmp_path, "base", base_rows)), RunDir.open(_run(tmp_path, "new", new_rows)),
+                   Options(n_resamples=50))
+
+    def value(metric: str, r: dict) -> float | None:  # the case value, independently of the registry
+        if r["compile_status"] != "ok":
+            return None
+        return {"compile": r["compile_s"] * 1000, "ttft": r["ttft_s"] * 1000, "tpot": r["tpot_ms"],
+                "mask": sum(r["mask_times_us"]) / len(r["mask_times_us"]) if r["mask_times_us"] else None}[metric]
+
+    expected: dict[str, set] = {}  # metric -> {(engine, BASE value, NEW value)} over the paired cases
+    for metric in ("compile", "ttft", "tpot", "mask"):
+        new_by = {(r["engine"], r["task_id"]): r for r in new_rows}
+        expected[metric] = {(r["engine"], value(metric, r), value(metric, new_by[(r["engine"], r["task_id"])]))
+                            for r in base_rows if (r["engine"], r["task_id"]) in new_by}
+        expected[metric] = {p for p in expected[metric] if p[1] is not None and p[2] is not None}
+    assert set(comp.pairs) == set(expected)
+    for metric, pts in expected.items():
+        got = sorted((g.split("/")[0], round(b, 9), round(n, 9)) for g, ps in comp.pairs[metric].items() for b, n in ps)
+        assert got == sorted((e, round(b, 9), round(n, 9)) for e, b, n in pts), metric
+
+    page = html(comp)
+    for metric, unit in (("compile", "ms"), ("ttft", "ms"), ("tpot", "ms"), ("mask", "us")):
+        m = re.search(rf"<h2>Per case: {metric} \({unit}\)</h2>\s*<figure>(.*?)</figure>", page, re.S)
+        assert m, metric
+        groups = re.findall(r'<g id="f\d+-cases-\d+">(.*?)</g>', m.group(1), re.S)
+        assert len(groups) == 2  # alpha and beta, one colour each
+        assert sum(g.count("<use") for g in groups) == len(expected[metric])
+        assert f"within ×{comp.factor:g}" in m.group(1)
+    write_outputs(comp, tmp_path / "cmp")
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert {k: sum(map(len, v.values())) for k, v in data["pairs"].items()} == {k: len(v) for k, v in expected.items()}

@@ -5,7 +5,8 @@ replay). Proportions: each side's k of n with a Wilson interval, the paired diff
 bootstrap interval, the exact McNemar test on the discordant pairs, and the cases that flipped.
 Latencies: the NEW/BASE ratio of p50, p90 and p99 with a bootstrap interval that resamples cases,
 and the Wilcoxon signed-rank test on per-case log ratios (Mann-Whitney when cases cannot be
-paired). All p-values of a comparison are adjusted together (Benjamini-Hochberg); a change is
+paired); each paired case's (BASE, NEW) value is kept in `Comparison.pairs` (compare.json
+"pairs"). All p-values of a comparison are adjusted together (Benjamini-Hochberg); a change is
 marked `+` (worse) or `-` (better) only when it is past the threshold and significant, `~` when
 past the threshold only, `x` when the runs are not comparable.
 """
@@ -70,6 +71,9 @@ class Comparison:
     checks: list[Check] = field(default_factory=list)
     flips: list[Flip] = field(default_factory=list)
     unpaired_groups: list[str] = field(default_factory=list)
+    # latency metric -> group -> (BASE, NEW) per paired case in case-key order (a pooled metric's
+    # per-case mean): the points of compare.html's per-case scatter
+    pairs: dict[str, dict[str, list[tuple[float, float]]]] = field(default_factory=dict)
     verdict: str = "NOT SIGNIFICANTLY CHANGED"
     factor: float = 1.10
     delta: float = 0.02
@@ -163,6 +167,27 @@ def _latency(group: str, m: Metric, base: dict, new: dict, o: Options) -> list[C
     return checks
 
 
+def case_pairs(kind: str, base_rows: list[dict], new_rows: list[dict],
+               cross: tuple[str, str, str] | None = None) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """Per latency metric and group, the (BASE, NEW) value of every case both sides have (paired by
+    case_key, in the order the tests pair them); a pooled metric's case value is its mean, the value
+    the Wilcoxon test compares. Metrics and groups without a paired case are left out."""
+    bg, ng = _groups(kind, base_rows, cross, 0), _groups(kind, new_rows, cross, 1)
+    out: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for m in metrics_for(kind):
+        if not m.is_latency:
+            continue
+        per_group = {}
+        for group in sorted(set(bg) & set(ng)):
+            bv, nv = _case_values(m, bg[group]), _case_values(m, ng[group])
+            paired = sorted(set(bv) & set(nv), key=str)
+            if paired:
+                per_group[group] = [(float(np.mean(bv[k])), float(np.mean(nv[k]))) for k in paired]
+        if per_group:
+            out[m.name] = per_group
+    return out
+
+
 def _mark(c: Check, o: Options, comparable: bool) -> str:
     if not comparable:
         return "x"
@@ -222,5 +247,6 @@ def compare(base: RunDir, new: RunDir, o: Options) -> Comparison:
                       factor=o.factor, delta=o.delta, alpha=o.alpha)
     base_rows, new_rows = base.rows(), (base.rows() if base.path == new.path else new.rows())
     comp.checks, comp.flips, comp.unpaired_groups = compare_rows(base.kind, base_rows, new_rows, o, comp.comparable)
+    comp.pairs = case_pairs(base.kind, base_rows, new_rows, o.cross)
     comp.verdict = verdict(comp.checks) if comp.comparable else "NOT COMPARABLE"
     return comp

@@ -6,7 +6,8 @@ import math
 from pathlib import Path
 
 from ..report.page import Figure, KeyValues, Page, Table, Text, render_page
-from ..report.plots import forest
+from ..report.plots import forest, scatter_ab
+from ..results.metrics import METRICS
 from .compare import Check, Comparison
 
 MARKS = "`+` worse, `-` better (past the threshold, significant after Benjamini-Hochberg, and the statistic's " \
@@ -91,11 +92,34 @@ def html(comp: Comparison) -> str:
                                                                   [c.change for c in lat], [c.low for c in lat],
                                                                   [c.high for c in lat], comp.factor),
                                "95% bootstrap intervals over cases; the band is the threshold"))
+    sections += scatter_figures(comp)
     if comp.flips:
         sections.append(Table("Cases that flipped", ["", "group", "case", "metric", "message"],
                               [[f.mark, f.group, f.case, f.metric, f.message] for f in comp.flips]))
     sections.append(Text("Verdict", [comp.verdict]))
     return render_page(Page(f"cdbench compare {comp.base} -> {comp.new}", sections))
+
+
+def scatter_figures(comp: Comparison) -> list[Figure]:
+    """One log-log scatter per latency metric with paired cases: BASE (x) against NEW (y) per case,
+    coloured by group, with y = x and the ±factor band."""
+    out = []
+    for name, groups in comp.pairs.items():
+        m = METRICS.get(name)
+        unit = m.unit if m else ""
+        pts = [(b, n, g) for g, pairs in groups.items() for b, n in pairs]
+        if not pts:
+            continue
+        pooled = m is not None and m.kind == "pooled_latency"
+        what = f"{name} per case" + (" (mean over its tokens)" if pooled else "")
+        svg = scatter_ab([p[0] for p in pts], [p[1] for p in pts], unit, what,
+                         (f"BASE {comp.base}", f"NEW {comp.new}"), comp.factor,
+                         [p[2] for p in pts] if len(groups) > 1 else None)
+        desc = f"{m.description}; " if m else ""
+        out.append(Figure(f"Per case: {name} ({unit})", svg,
+                          f"{desc}{len(pts)} paired cases. Above the diagonal: slower in NEW; the shaded band is "
+                          f"within ×{comp.factor:g} of BASE. Log-log; cases with a value of 0 are not shown."))
+    return out
 
 
 def write_outputs(comp: Comparison, out_dir: Path) -> list[Path]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..results.metrics import Metric, aggregate, group_key, resolve, samples, statistic_names
+from ..results.metrics import Metric, aggregate, group_key, proportion_counts, resolve, samples, statistic_names
 from ..results.rundir import RunDir
 from . import stats
 
@@ -78,12 +78,11 @@ def _range(low: float | None, high: float | None, unit: str) -> str | None:
 
 def _proportion(m: Metric, rows: list[dict[str, Any]]) -> tuple[float | None, str | None, str]:
     """(fraction, Wilson range, n text) of a proportion over the rows that score it."""
-    values = [v for v in (m.value(r) for r in rows) if v is not None]
-    value = aggregate(m, rows)
-    if value is None:
+    k, n = proportion_counts(m, rows)
+    if n == 0:
         return None, None, ""
-    low, high = stats.wilson_interval(int(sum(values)), len(values))
-    return value, _range(low, high, PROPORTION_UNIT), f"{int(sum(values))} of {len(values)} cases; 95% Wilson"
+    low, high = stats.wilson_interval(k, n)
+    return k / n, _range(low, high, PROPORTION_UNIT), f"{k} of {n} cases; 95% Wilson"
 
 
 def _latency(m: Metric, q: float, rows: list[dict[str, Any]]) -> tuple[float | None, str | None, str]:

@@ -34,11 +34,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 from scipy import stats as sps
 
 from ..errors import ConfigError
-from ..results.metrics import METRICS, Metric, case_key, group_key, metrics_for, pooled, resolve, stat_name
+from ..results.metrics import (METRICS, Metric, aggregate, case_key, group_key, metrics_for, per_token_ms,
+                               proportion_counts, resolve, stat_name)
 from ..results.rundir import RunDir, fingerprint_differences
 from . import stats
 
@@ -226,26 +226,18 @@ def _statistics(kind: str, rows: list[dict[str, Any]]) -> tuple[dict[str, dict],
     lats: dict[str, float | None] = {}
     for m in metrics_for(kind):
         if not m.is_latency:
-            values = [v for v in (m.value(r) for r in rows) if v is not None]
-            props[m.name] = _prop(int(sum(values)), len(values))
+            props[m.name] = _prop(*proportion_counts(m, rows))
             continue
-        pool = pooled(m, rows)
         for q in _percentiles(m):
-            lats[stat_name(m, q)] = float(np.percentile(pool, q)) if pool else None
+            lats[stat_name(m, q)] = aggregate(m, rows, q)
     return props, lats
 
 
 def _per_token(kind: str, rows: list[dict[str, Any]]) -> dict[str, float | None]:
-    """LM and engine ms per output token (sums over compile-ok, not skipped cases); run kind only."""
+    """LM and engine ms per output token (metrics.per_token_ms); run kind only."""
     if kind != "run":
         return {}
-    ok = [r for r in rows if r.get("compile_status") == "ok" and r.get("finish_reason") != "skipped"]
-    tokens = sum(int(r.get("output_tokens") or 0) for r in ok)
-    out: dict[str, float | None] = {}
-    for key in ("lm_s", "engine_s"):
-        total = sum(float(r.get(key) or 0.0) for r in ok)
-        out[f"{key[:-2]}_ms_per_token"] = total / tokens * 1000.0 if tokens else None
-    return out
+    return {"lm_ms_per_token": per_token_ms(rows, "lm_s"), "engine_ms_per_token": per_token_ms(rows, "engine_s")}
 
 
 def _tags(row: dict[str, Any]) -> list[str]:

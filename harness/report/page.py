@@ -117,7 +117,7 @@ class Page:
     subtitle: str = ""
 
 
-_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_NUMBER = re.compile(r"^\s*[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|∞)")
 _EMPTY = {"", "–", "n/a"}
 SHORT_CELL, LONG_CELL = 32, 60  # characters: never wrapped / wrapped anywhere
 
@@ -129,13 +129,14 @@ def _is_numeric_column(cells: list[Any]) -> bool:
 
 
 def format_cell(value: Any) -> str:
-    """Text of a cell: None and NaN as "–", floats to 4 significant digits, the rest as str()."""
+    """Text of a cell: None and NaN as "–", infinities as "∞", floats to 4 significant digits, the rest
+    as str()."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return ("∞" if value > 0 else "-∞") if math.isinf(value) else f"{value:.4g}"
     return str(value)
 
 
@@ -143,6 +144,8 @@ def _sort_value(value: Any) -> str | None:
     """The exact number behind a formatted numeric cell, so that sorting does not see rounding."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
+    if isinstance(value, float) and math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"  # what the sorting script's parseFloat reads
     return None if isinstance(value, float) and math.isnan(value) else repr(value)
 
 

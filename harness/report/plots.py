@@ -20,11 +20,11 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogFormatter  # noqa: E402
 from ..analysis.stats import wilson_interval  # noqa: E402
 
 __all__ = ["rate_bars", "stacked_counts", "fraction_slower", "percentile_ladder", "box_plots",
-           "forest", "scatter_ab", "pareto", "heatmap", "no_data"]
+           "forest", "scatter_ab", "curves", "bars_with_marks", "step_ecdf", "pareto", "heatmap", "no_data"]
 
 STYLE = {
     "svg.hashsalt": "cdbench", "svg.fonttype": "none", "font.size": 9, "axes.titlesize": 10,
@@ -81,12 +81,18 @@ def _positive(values: list[float] | np.ndarray) -> np.ndarray:
     return a[np.isfinite(a) & (a > 0)]
 
 
+def _label(text: Any) -> str:
+    """User text (a task id, a group) as a matplotlib label: a `$` would start mathtext."""
+    return str(text).replace("$", r"\$")
+
+
 def _legend_outside(ax: Any, n: int) -> None:
     if n > 1:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
 def _tick_labels(ax: Any, labels: list[str], axis: str = "x", offset: float = 0.0) -> None:
+    labels = [_label(s) for s in labels]
     longest = max((len(s) for s in labels), default=0)
     rotate = axis == "x" and longest * len(labels) > 80
     pos = np.arange(len(labels)) + offset
@@ -150,13 +156,29 @@ def stacked_counts(groups: list[str], categories: list[str], counts: dict[str, d
 _PLAIN = FuncFormatter(lambda v, _pos: f"{v:g}")  # 0.01, 10, 1000 rather than 10^k
 
 
+class _PlainMinor(LogFormatter):
+    """Minor ticks of a log axis labelled as plain numbers (20, 50 rather than 2×10^1), and only
+    when the axis spans at most two decades (matplotlib's choice of which ones)."""
+
+    def __init__(self) -> None:
+        super().__init__(labelOnlyBase=False, minor_thresholds=(2, 0.5))
+
+    def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+        return f"{x:g}"
+
+
+def _plain_log(axis: Any) -> None:
+    axis.set_major_formatter(_PLAIN)
+    axis.set_minor_formatter(_PlainMinor())
+
+
 def _log_axes(ax: Any, x: bool = True, y: bool = True) -> None:
     if x:
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(_PLAIN)
+        _plain_log(ax.xaxis)
     if y:
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(_PLAIN)
+        _plain_log(ax.yaxis)
     ax.grid(True, which="major", alpha=0.35)
 
 
@@ -204,7 +226,7 @@ def percentile_ladder(series: dict[str, list[float]], unit: str, title: str = "P
         notes = ["fastest" if v == f else f"{v / f:.1f}×" for v, f in zip(vals[j], fastest)]
         ax.bar_label(bars, labels=notes, fontsize=7, padding=2, rotation=90 if len(data) > 3 else 0)
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(_PLAIN)
+    _plain_log(ax.yaxis)
     ax.set_ylim(vals.min() / 2, vals.max() * (6 if len(data) > 3 else 3))
     _tick_labels(ax, [f"p{q:g}" for q in PERCENTILES])
     ax.set_ylabel(unit)
@@ -229,6 +251,7 @@ def box_plots(series: dict[str, list[float]], unit: str, title: str = "Distribut
     everything = np.concatenate(list(data.values()))
     if everything.max() / everything.min() > 100:
         ax.set_yscale("log")
+        _plain_log(ax.yaxis)
     ax.set_ylabel(unit)
     ax.set_title(title)
     return _to_svg(fig)
@@ -253,7 +276,7 @@ def forest(labels: list[str], ratios: list[float], lows: list[float], highs: lis
     ax.set_yticks(y, [labels[i] for i in keep])
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(_PLAIN)
+    _plain_log(ax.xaxis)
     lo, hi = min(min(lows[i] for i in keep), 1 / threshold), max(max(highs[i] for i in keep), threshold)
     ax.set_xlim(lo / 1.3, hi * 1.3)
     ax.set_xlabel("ratio (log scale)")
@@ -268,17 +291,35 @@ def _ok_pos(v: float | None) -> bool:
 
 @_svg_plot
 def scatter_ab(x: list[float], y: list[float], unit: str, title: str = "A vs B",
-               labels: tuple[str, str] = ("A", "B")) -> str:
+               labels: tuple[str, str] = ("A", "B"), factor: float | None = None,
+               groups: list[str] | None = None) -> str:
     """Per-case values of A (x) against B (y) on log-log axes with the diagonal y = x: points above
-    it are slower under B."""
-    pairs = np.array([(a, b) for a, b in zip(x, y) if _ok_pos(a) and _ok_pos(b)], dtype=float).reshape(-1, 2)
-    if not pairs.size:
+    it are slower under B. With `factor`, the band [x / factor, x * factor] is shaded and the cases
+    outside it are counted in the legend; with `groups` (one label per point), one colour per group.
+    Each group's points are an SVG group with id "cases-<j>" (values that are not positive are left
+    out: a log axis cannot show them)."""
+    names = list(groups) if groups is not None else [""] * len(x)
+    keep = [(a, b, g) for a, b, g in zip(x, y, names) if _ok_pos(a) and _ok_pos(b)]
+    if not keep:
         return _to_svg(_empty(title))
+    pairs = np.array([(a, b) for a, b, _ in keep], dtype=float)
     fig = _figure(4.2, 4.8)
     ax = fig.add_subplot()
     lo, hi = pairs.min() / 1.5, pairs.max() * 1.5
+    if factor and factor > 1:
+        lo, hi = min(lo, pairs.min() / factor / 1.2), max(hi, pairs.max() * factor * 1.2)
+        above = int(np.sum(pairs[:, 1] > pairs[:, 0] * factor))
+        below = int(np.sum(pairs[:, 1] < pairs[:, 0] / factor))
+        edge = np.array([lo, hi])
+        ax.fill_between(edge, edge / factor, edge * factor, color="#2ca02c", alpha=0.12, linewidth=0,
+                        label=f"within ×{factor:g} ({above} above, {below} below)")
     ax.plot([lo, hi], [lo, hi], color="#888", linewidth=1, linestyle="--", label="y = x")
-    ax.scatter(pairs[:, 0], pairs[:, 1], s=10, alpha=0.6, color="#1f77b4", label=f"cases (n={len(pairs)})")
+    order = list(dict.fromkeys(g for _, _, g in keep))
+    for j, name in enumerate(order):
+        pts = np.array([(a, b) for a, b, g in keep if g == name], dtype=float)
+        label = f"{_label(name)} (n={len(pts)})" if name else f"cases (n={len(pts)})"
+        ax.scatter(pts[:, 0], pts[:, 1], s=16, alpha=0.75, color=COLORS[j % 10], label=label, gid=f"cases-{j}",
+                   linewidths=0)
     _log_axes(ax)
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
@@ -286,7 +327,115 @@ def scatter_ab(x: list[float], y: list[float], unit: str, title: str = "A vs B",
     ax.set_xlabel(f"{labels[0]} ({unit})")
     ax.set_ylabel(f"{labels[1]} ({unit})")
     ax.set_title(title)
-    ax.legend(loc="upper left", frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # outside: never over a point
+    return _to_svg(fig)
+
+
+@_svg_plot
+def curves(series: dict[str, tuple[list[float], list[float]]], xlabel: str, ylabel: str, title: str = "",
+           logx: bool = True, logy: bool = False, reference: tuple[float, str] | None = None) -> str:
+    """One line with markers per series (x values, y values), e.g. a convergence curve per task;
+    each line is an SVG group with id "curve-<j>". A log axis drops the points it cannot show.
+    `reference`: (y, label) drawn as a dashed horizontal line (the target a curve should reach)."""
+    data = {}
+    for name, (xs, ys) in series.items():
+        pts = [(float(a), float(b)) for a, b in zip(xs, ys) if a is not None and b is not None
+               and math.isfinite(a) and math.isfinite(b) and (a > 0 or not logx) and (b > 0 or not logy)]
+        if pts:
+            data[name] = np.array(pts)
+    if not data:
+        return _to_svg(_empty(title))
+    fig = _figure(3.4)
+    ax = fig.add_subplot()
+    if reference is not None:
+        ax.axhline(reference[0], color="#333", linewidth=1, linestyle="--", label=reference[1])
+    for j, (name, pts) in enumerate(data.items()):
+        ax.plot(pts[:, 0], pts[:, 1], marker="o", markersize=3, linewidth=1.4, color=COLORS[j % 10],
+                label=_label(name), gid=f"curve-{j}")
+    _log_axes(ax, x=logx, y=logy)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _to_svg(fig)
+
+
+@_svg_plot
+def bars_with_marks(groups: list[str], series: dict[str, list[float | None]],
+                    marks: dict[str, list[float | None]] | None = None, ylabel: str = "", title: str = "",
+                    mark_label: str = "") -> str:
+    """Grouped bars (one group per `groups` entry, one bar per series; None = no bar), each bar with an
+    optional black tick at its `marks` value (a reference such as the null band's p95)."""
+    ok = lambda v: v is not None and math.isfinite(v)  # noqa: E731
+    if not groups or not any(ok(v) for vs in series.values() for v in vs):
+        return _to_svg(_empty(title))
+    fig = _figure(3.4)
+    ax = fig.add_subplot()
+    width = 0.8 / len(series)
+    marked = False
+    for j, (name, values) in enumerate(series.items()):
+        x = np.arange(len(groups)) + (j - (len(series) - 1) / 2) * width
+        heights = [v if ok(v) else 0.0 for v in values]
+        ax.bar(x, heights, width * 0.9, label=_label(name), color=COLORS[j % 10])
+        for xi, m in zip(x, (marks or {}).get(name, [])):
+            if ok(m):
+                ax.hlines(m, xi - width * 0.45, xi + width * 0.45, color="black", linewidth=1.6,
+                          label=None if marked else mark_label)
+                marked = True
+    _tick_labels(ax, groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _to_svg(fig)
+
+
+def _count(v: float) -> str:
+    """A count or mean count: 2.5, 37.2, 1,234, 262,144."""
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+@_svg_plot
+def step_ecdf(series: dict[str, list[float]], unit: str = "evaluations",
+              title: str = "Constraint evaluations per step") -> str:
+    """The fraction of steps with at most x (`unit`) per series: an ECDF, log x when the values span
+    more than a decade; each legend entry notes the mean, p99 and the share of steps at 0 (which a
+    log axis cannot place: the curve starts at that share), and a triangle marks each p99. Each
+    series is a group "ecdf-<j>"."""
+    data = {name: np.sort(np.asarray([v for v in vs if v is not None], dtype=float)) for name, vs in series.items()}
+    data = {name: v for name, v in data.items() if v.size}
+    if not data:
+        return _to_svg(_empty(title))
+    everything = np.concatenate(list(data.values()))
+    pos = everything[everything > 0]
+    logx = pos.size > 0 and pos.max() / pos.min() > 10
+    left, right = (pos.min() / 1.5, pos.max() * 1.5) if logx else (everything.min(), everything.max())
+    if not logx:
+        pad = (right - left) * 0.05 or 0.5
+        left, right = left - pad, right + pad
+    fig = _figure(3.4)
+    ax = fig.add_subplot()
+    for j, (name, v) in enumerate(data.items()):
+        frac = np.arange(1, v.size + 1) / v.size
+        zero = float(np.mean(v <= 0))
+        p99 = float(np.percentile(v, 99))
+        label = f"{_label(name)}: mean {_count(v.mean())}, p99 {_count(p99)}, n={v.size:,} steps"
+        if zero:
+            label += f", {zero:.0%} at 0"
+        shown = v > 0 if logx else np.ones(v.size, bool)
+        # from the left edge at the share of steps left of the axis (0 on a linear axis, the zeros on a log one)
+        xs = np.concatenate([[left], v[shown], [right]])
+        ys = np.concatenate([[zero if logx else 0.0], frac[shown], [1.0]])
+        ax.step(xs, ys, where="post", color=COLORS[j % 10], linewidth=1.5, label=label, gid=f"ecdf-{j}")
+        if p99 > 0 or not logx:
+            ax.plot([p99], [0.99], marker="v", markersize=6, color=COLORS[j % 10], linestyle="none")
+    if logx:
+        _log_axes(ax, y=False)
+    ax.set_xlim(left, right)
+    ax.set_ylim(0, 1.03)
+    ax.set_xlabel(f"{unit} per step" + (" (log scale)" if logx else ""))
+    ax.set_ylabel("fraction of steps ≤ x")
+    ax.set_title(title)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, ncol=1)
     return _to_svg(fig)
 
 
@@ -319,6 +468,7 @@ def pareto(points: list[tuple[str, float, float]], xlabel: str, ylabel: str, tit
     xs = [p[1] for p in pts]
     if min(xs) > 0 and max(xs) / min(xs) > 10:
         ax.set_xscale("log")
+        _plain_log(ax.xaxis)
     ax.margins(x=0.25, y=0.2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

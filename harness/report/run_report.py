@@ -4,8 +4,10 @@ Read from the run directory: rows.jsonl (one row per case), environment.json, co
 metrics follow harness.reporting.summary: cases skipped by a harness limit are left out of every
 metric; declared coverage = compile ok over cases, empirical coverage = valid over cases,
 compliance = valid over compiled cases; timings are over cases whose compile succeeded and mask
-percentiles pool every token. Here each proportion carries a Wilson 95% interval (cases treated
-as independent; summary.md has the task-level bootstrap standard error).
+percentiles pool every token. Every such number comes from the metric registry
+(harness.results.metrics: proportion_counts, aggregate, pooled, per_token_ms), the path compare, gate
+and leaderboard use. Here each proportion carries a Wilson 95% interval (cases treated as
+independent; summary.md has the task-level bootstrap standard error).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from ..compiling import STATUSES
 from ..reporting.summary import FINISHES, SKIPPED, is_skipped
 from ..reporting.writer import ROWS_FILE, read_rows
 from ..analysis.stats import wilson_interval
+from ..results.metrics import METRICS, aggregate, per_token_ms, pooled, proportion_counts
 from . import plots
 from .page import Figure, KeyValues, Links, Page, Section, Table, Text, render_page
 
@@ -36,7 +39,8 @@ ARTIFACTS = ("rows.jsonl", "results.parquet", "results.csv", "summary.md", "summ
 @dataclass
 class RunData:
     run_dir: Path
-    rows: pd.DataFrame  # every row, with `row_id` (line in rows.jsonl) and `group` (engine/sampler)
+    rows: pd.DataFrame  # every row, with `row_id` (line in rows.jsonl), `group` (engine/sampler) and
+    #                     `_row` (the row as read, the metric registry's input)
     env: dict[str, Any]
     config: dict[str, Any]
 
@@ -61,7 +65,7 @@ def run_report_page(run_dir: Path) -> Page:
     """The report of one run as a Page (sections in reading order)."""
     data = load_run(Path(run_dir))
     sections: list[Section] = [_provenance(data), *_headline(data), *_outcomes(data), *_breakdowns(data),
-                               *_worst(data), *_plots(data), _links(data)]
+                               *_worst(data), *_plots(data), *_step_evals(data), _links(data)]
     started = data.env.get("started") or "date unknown"
     return Page(title=f"cdbench run {_run_id(data)}",
                 subtitle=f"started {started} · {len(data.rows)} rows · {len(data.groups)} engine/sampler pairs",
@@ -84,6 +88,7 @@ def _frame(run_dir: Path) -> pd.DataFrame:
     if df.empty:
         return df
     df["row_id"] = _line_numbers(run_dir / ROWS_FILE)[: len(df)]
+    df["_row"] = pd.Series(rows, index=df.index, dtype=object)
     for col, default in (("sampler", "?"), ("engine", "?"), ("compile_status", ""), ("finish_reason", "")):
         if col not in df:
             df[col] = default
@@ -119,16 +124,6 @@ def _col(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name] if name in df else pd.Series([None] * len(df), index=df.index, dtype=object)
 
 
-def _num(values: Any) -> np.ndarray:
-    a = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=float)
-    return a[np.isfinite(a)]
-
-
-def _pct(values: Any, q: float, scale: float = 1.0) -> float | None:
-    a = _num(values)
-    return float(np.percentile(a, q)) * scale if a.size else None
-
-
 def _rate(k: int, n: int) -> str:
     """"p (low–high)" with the Wilson 95% interval, or "–" when n = 0."""
     if not n:
@@ -137,26 +132,27 @@ def _rate(k: int, n: int) -> str:
     return f"{k / n:.3f} ({lo:.3f}–{hi:.3f})"
 
 
+def _records(g: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of `g` as read from rows.jsonl (what the metric registry reads)."""
+    return list(g["_row"]) if "_row" in g else []
+
+
+RATES = {"declared coverage": "declared_coverage", "empirical coverage": "empirical_coverage",
+         "compliance": "compliance"}
+
+
 def _counts(g: pd.DataFrame) -> dict[str, tuple[int, int]]:
-    """(k, n) of declared coverage, empirical coverage and compliance over scored rows `g`."""
-    dc = _num(_col(g, "dc").fillna(0))
-    ec = _num(_col(g, "ec").fillna(0))
-    compiled = dc == 1
-    return {"declared coverage": (int(dc.sum()), len(dc)), "empirical coverage": (int(ec.sum()), len(ec)),
-            "compliance": (int(ec[compiled].sum()), int(compiled.sum()))}
+    """(k, n) of declared coverage, empirical coverage and compliance over the rows of `g`."""
+    rows = _records(g)
+    return {label: proportion_counts(METRICS[name], rows) for label, name in RATES.items()}
 
 
-def _ok(g: pd.DataFrame) -> pd.DataFrame:
-    return g[g["compile_status"] == "ok"]
+def _stat(g: pd.DataFrame, metric: str, q: float) -> float | None:
+    return aggregate(METRICS[metric], _records(g), q)
 
 
-def _mask_times(g: pd.DataFrame) -> list[float]:
-    return [float(t) for ts in _col(g, "mask_times_us") if isinstance(ts, list) for t in ts if t is not None]
-
-
-def _per_token_ms(g: pd.DataFrame, col: str) -> float | None:
-    toks = _num(_col(g, "output_tokens")).sum()
-    return 1000.0 * _num(_col(g, col)).sum() / toks if toks else None
+def _pool(g: pd.DataFrame, metric: str) -> list[float]:
+    return pooled(METRICS[metric], _records(g))
 
 
 def _excerpt(value: Any, n: int = EXCERPT) -> str:
@@ -226,12 +222,11 @@ def _coverage_row(name: str, g: pd.DataFrame, skipped: int) -> list[Any]:
 
 
 def _latency_row(name: str, g: pd.DataFrame) -> list[Any]:
-    ok, masks = _ok(g), _mask_times(g)
-    return [name, _pct(_col(ok, "compile_s"), 50, 1e3),
-            _pct(_col(ok, "compile_s"), 99, 1e3), _pct(_col(ok, "ttft_s"), 50, 1e3),
-            _pct(_col(ok, "tpot_ms"), 50), _pct(_col(ok, "tpot_ms"), 99),
-            _pct(masks, 50), _pct(masks, 99), _pct(masks, 99.9),
-            _per_token_ms(ok, "lm_s"), _per_token_ms(ok, "engine_s")]
+    rows = _records(g)
+    return [name, _stat(g, "compile", 50), _stat(g, "compile", 99), _stat(g, "ttft", 50),
+            _stat(g, "tpot", 50), _stat(g, "tpot", 99),
+            _stat(g, "mask", 50), _stat(g, "mask", 99), _stat(g, "mask", 99.9),
+            per_token_ms(rows, "lm_s"), per_token_ms(rows, "engine_s")]
 
 
 def _headline(data: RunData) -> list[Section]:
@@ -369,12 +364,12 @@ def _plots(data: RunData) -> list[Section]:
     if scored.empty:
         return []
     by = _by_group(scored, groups)
-    metrics = ["declared coverage", "empirical coverage", "compliance"]
+    metrics = list(RATES)
     rates = {n: [_counts(g)[m] for m in metrics] for n, g in by}
-    compile_ms = {n: list(_num(_col(_ok(g), "compile_s")) * 1e3) for n, g in by}
-    masks = {n: _mask_times(_ok(g)) for n, g in by}
-    tpot = {n: list(_num(_col(_ok(g), "tpot_ms"))) for n, g in by}
-    points = [(n, _pct(masks[n], 99), k / c) for n, g in by for k, c in [_counts(g)["compliance"]] if c and masks[n]]
+    compile_ms = {n: _pool(g, "compile") for n, g in by}
+    masks = {n: _pool(g, "mask") for n, g in by}
+    tpot = {n: _pool(g, "tpot") for n, g in by}
+    points = [(n, _stat(g, "mask", 99), k / c) for n, g in by for k, c in [_counts(g)["compliance"]] if c and masks[n]]
     return [
         Figure("Coverage and compliance", plots.rate_bars(metrics, rates, "Coverage and compliance"),
                "Bars: proportion of cases; error bars: Wilson 95% interval."),
@@ -388,6 +383,42 @@ def _plots(data: RunData) -> list[Section]:
                "TPOT = (generation time − time to first token) / (output tokens − 1), one value per case."),
         Figure("Compliance vs mask p99", plots.pareto(points, "mask p99 (µs)", "compliance", "Compliance vs mask p99"),
                "Up and to the left is better; the line joins the pairs no other pair beats on both."),
+    ]
+
+
+def _step_evals_of(g: pd.DataFrame) -> list[float]:
+    return [float(x) for r in _records(g) for x in (r.get("step_evals") or []) if x is not None]
+
+
+def _step_evals(data: RunData) -> list[Section]:
+    """Constraint evaluations per generation step (each particle's step under SMC), per engine/sampler:
+    the whole vocabulary for token masking, a handful of checks for AWRS when the LM agrees with the
+    constraint. Only when some row recorded them."""
+    scored = data.scored
+    if scored.empty:
+        return []
+    series = {n: _step_evals_of(g) for n, g in _by_group(scored, data.groups)}
+    series = {n: v for n, v in series.items() if v}
+    if not series:
+        return []
+    rows = []
+    for n, g in _by_group(scored, data.groups):
+        v = np.asarray(series.get(n, []), dtype=float)
+        if not v.size:
+            continue
+        cases = sum(1 for r in _records(g) if r.get("step_evals"))
+        rows.append([n, cases, int(v.size), float(v.mean()), *(float(np.percentile(v, q)) for q in (50, 90, 99)),
+                     float(v.max()), float(np.mean(v == 0)), float(v.sum())])
+    return [
+        Table("Constraint evaluations per step",
+              ["engine/sampler", "cases", "steps", "mean", "p50", "p90", "p99", "max", "share at 0", "total"], rows,
+              note="Evaluations of the constraint (tokens checked) per generation step, pooled over the steps "
+                   "of every scored case; under SMC each particle's step counts once. Token masking checks the "
+                   "whole vocabulary at every step; ASAp's revisited trie nodes cost 0."),
+        Figure("Constraint evaluations per step: distribution",
+               plots.step_ecdf(series, "evaluations", "Constraint evaluations per step"),
+               "Fraction of steps needing at most x evaluations (ECDF, every step of every scored case); the "
+               "legend gives each engine/sampler's mean, p99 and share of steps at 0 evaluations."),
     ]
 
 

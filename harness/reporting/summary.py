@@ -21,6 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from ..compiling import STATUSES
+from ..results import metrics as registry
 from ..samplers.base import FINISH_REASONS
 from .writer import read_rows
 
@@ -54,11 +55,6 @@ def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, rng: np.random.G
     return float(np.median(res.bootstrap_distribution)), float(res.standard_error)
 
 
-def _pct(values: pd.Series | np.ndarray, q: float) -> float | None:
-    a = np.asarray(pd.Series(values).dropna(), dtype=float)
-    return float(np.percentile(a, q)) if a.size else None
-
-
 def is_skipped(df: pd.DataFrame) -> pd.Series:
     """Rows the harness did not run (a harness limit, not an engine's outcome)."""
     skipped = pd.Series(False, index=df.index)
@@ -87,18 +83,23 @@ def coverage_metrics(g: pd.DataFrame, rng: np.random.Generator, n_resamples: int
     return out
 
 
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts again, missing values as None (what the metric registry reads)."""
+    return df.astype(object).where(df.notna(), None).to_dict("records")
+
+
 def _timings(ok: pd.DataFrame) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "gct_p50_s": _pct(ok["compile_s"], 50), "ttft_p50_s": _pct(ok["ttft_s"], 50),
-        "tpot_p50_ms": _pct(ok["tpot_ms"], 50), "tpot_p99_ms": _pct(ok["tpot_ms"], 99),
-    }
-    masks = [t for ts in ok["mask_times_us"] for t in (ts or [])]
-    row["mask_p50_us"] = _pct(np.asarray(masks), 50)
-    row["mask_p99_us"] = _pct(np.asarray(masks), 99)
-    toks = ok["output_tokens"].sum()
-    row["lm_ms_per_token"] = 1000 * ok["lm_s"].sum() / toks if toks else None
-    row["engine_ms_per_token"] = 1000 * ok["engine_s"].sum() / toks if toks else None
-    return row
+    """Latency percentiles and per-token times, from the metric registry (the statistics compare,
+    gate, leaderboard and report show): compile and TTFT over cases, mask times pooled over tokens."""
+    recs = _records(ok)
+    m = registry.METRICS
+    seconds = lambda v: None if v is None else v / 1000.0  # noqa: E731
+    return {"gct_p50_s": seconds(registry.aggregate(m["compile"], recs, 50)),
+            "ttft_p50_s": seconds(registry.aggregate(m["ttft"], recs, 50)),
+            "tpot_p50_ms": registry.aggregate(m["tpot"], recs, 50), "tpot_p99_ms": registry.aggregate(m["tpot"], recs, 99),
+            "mask_p50_us": registry.aggregate(m["mask"], recs, 50), "mask_p99_us": registry.aggregate(m["mask"], recs, 99),
+            "lm_ms_per_token": registry.per_token_ms(recs, "lm_s"),
+            "engine_ms_per_token": registry.per_token_ms(recs, "engine_s")}
 
 
 def summarize_frame(df: pd.DataFrame, bootstrap_seed: int = 0, n_resamples: int = N_RESAMPLES) -> pd.DataFrame:

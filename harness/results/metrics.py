@@ -110,6 +110,33 @@ def aggregate(m: Metric, rows: Iterable[dict[str, Any]], q: float | None = None)
     return float(np.mean(values)) if values else None
 
 
+def proportion_counts(m: Metric, rows: Iterable[dict[str, Any]]) -> tuple[int, int]:
+    """A proportion over rows as (k, n): the rows counted as 1, and the rows in its denominator."""
+    values = [v for v in (m.value(r) for r in rows) if v is not None]
+    return int(sum(values)), len(values)
+
+
+def _number(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def per_token_ms(rows: Iterable[dict[str, Any]], key: str) -> float | None:
+    """A time in seconds (`key`: lm_s, engine_s) per output token, in ms: summed over the scored rows
+    whose compile succeeded and divided by their output tokens; None when they produced no token."""
+    total_s = tokens = 0.0
+    for r in rows:
+        if _skipped(r) or r.get("compile_status") != "ok":
+            continue
+        s, n = _number(r.get(key)), _number(r.get("output_tokens"))
+        if s is not None and n is not None:
+            total_s, tokens = total_s + s, tokens + n
+    return 1000.0 * total_s / tokens if tokens else None
+
+
 def metrics_for(kind: str) -> list[Metric]:
     return [m for m in METRICS.values() if kind in m.run_kinds]
 

@@ -79,18 +79,18 @@ def _run_with_progress(job: Callable[[Callable[..., None]], Path], enabled: bool
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay.run import ReplayConfig, replay
+    from dataclasses import replace
 
-    cfg = ReplayConfig()
-    for key, value in vars(args).items():
-        if key in ("command", "func", "progress") or value is None:
-            continue
-        if key in ("groups", "engines"):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        setattr(cfg, key, value)
-    if cfg.workers < 1 or cfg.timeout_s <= 0:
-        raise ConfigError("-j must be >= 1 and --timeout > 0")
-    return _run_with_progress(lambda progress: replay(cfg, progress=progress), args.progress, "schema",
+    from .options import coerce, flag_values, load_toml
+    from .replay.config import ReplayConfig
+    from .replay.run import replay
+
+    file_values = load_toml(args.config, ReplayConfig, "replay") if args.config else {}
+    flags = coerce(ReplayConfig, flag_values(args, ReplayConfig), "command line")
+    cfg = replace(ReplayConfig(), **{**file_values, **flags})
+    if cfg.workers < 1 or cfg.timeout_s <= 0 or cfg.memory_gb <= 0:
+        raise ConfigError("-j must be >= 1, --timeout > 0 and --memory-gb > 0")
+    return _run_with_progress(lambda progress: replay(cfg, progress=progress), cfg.progress, "schema",
                               lambda r: f"{r['engine']} {r['task_id'][:30]} {r['bucket']}")
 
 
@@ -120,7 +120,8 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 
     base = FidelityConfig(**_resumed_config(args.resume, "fidelity")) if args.resume else FidelityConfig()
     file_values = load_toml(args.config, FidelityConfig, "fidelity") if args.config else {}
-    cfg = replace(base, **file_values, **coerce(FidelityConfig, flag_values(args, FidelityConfig), "command line"))
+    flags = coerce(FidelityConfig, flag_values(args, FidelityConfig), "command line")
+    cfg = replace(base, **{**file_values, **flags})
     started = time.perf_counter()
     run_dir = run_fidelity(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
     print((run_dir / "fidelity.md").read_text(encoding="utf-8"))
@@ -150,35 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_run_flags(p_run)
     p_run.set_defaults(func=cmd_run)
     p_rep = sub.add_parser("replay", help="model-free replay of labelled instances through every engine (MaskBench-style)")
-    p_rep.add_argument("--source", help="maskbench (default), jsts, builtin, adversarial (ADVERSARIAL.md's engine failures; --groups = families), or a directory of MaskBench JSONL files")
-    p_rep.add_argument("--groups", help="comma-separated groups (MaskBench file stems, or JSTS keyword files)")
-    p_rep.add_argument("--draft", help="JSON Schema Test Suite draft directory (default draft2020-12)")
-    p_rep.add_argument("--limit", type=int, help="first N schemas only")
-    p_rep.add_argument("--sample", type=int, help="a seeded random sample of N schemas")
-    p_rep.add_argument("--sample-per-group", dest="sample_per_group", type=int,
-                       help="a seeded random sample of at most N schemas from each group")
-    p_rep.add_argument("--seed", type=int, help="seed for --sample and --sample-per-group (default 0)")
-    p_rep.add_argument("--engines", help="comma-separated engines (default llguidance,xgrammar)")
-    p_rep.add_argument("-j", dest="workers", type=int, help="worker processes per engine (default 1)")
-    p_rep.add_argument("--timeout", dest="timeout_s", type=float, help="per-schema time limit, s (default 60)")
-    p_rep.add_argument("--memory-gb", dest="memory_gb", type=float, help="per-worker address-space limit (default 8)")
-    p_rep.add_argument("--tokenizer", help="GGUF whose vocabulary to use (default: the default model's)")
-    p_rep.add_argument("--whitespace", choices=["compact", "flexible"])
-    p_rep.add_argument("--engine-threads", dest="engine_threads", type=int)
-    p_rep.add_argument("--compile-cache", dest="compile_cache", choices=["cold", "shared"],
-                       help="cold (default): empty the engine's compile cache before every schema; shared: keep it "
-                            "across schemas, as a server and MaskBench's runner do (xgrammar; order-dependent)")
-    p_rep.add_argument("--differential", action="store_true", default=None, help="compare masks across engines")
-    p_rep.add_argument("--reports-dir", dest="reports_dir")
-    p_rep.add_argument("--run-id", dest="run_id")
-    p_rep.add_argument("--resume", action="store_true", default=None, help="continue an interrupted replay")
-    p_rep.add_argument("--data-dir", dest="data_dir")
-    p_rep.add_argument("--executor", choices=["local", "ray"],
-                       help="local (default): worker processes on this machine; ray: Ray actors (pip install ray), "
-                            "-j per engine, on a local Ray or the cluster at --address (docs/cluster.md)")
-    p_rep.add_argument("--address", help="--executor ray: the Ray cluster to join (its head's host:port, or auto); "
-                                         "default: start a local Ray with -j CPUs")
-    p_rep.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    from .options import add_options
+    from .replay.config import ReplayConfig
+
+    p_rep.add_argument("--config", help="TOML file with any of these settings (a [replay] table or top-level keys)")
+    add_options(p_rep, ReplayConfig)
     p_rep.set_defaults(func=cmd_replay)
     p_tasks = sub.add_parser("tasks", help="task sources and their counts")
     p_tasks.add_argument("action", nargs="?", choices=["list"], default="list", help="list: every source with task counts")
@@ -187,7 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_tasks.set_defaults(func=cmd_tasks)
     p_fid = sub.add_parser("fidelity", help="distance of each sampler's distribution from the exact target on small languages")
     from .fidelity.config import FidelityConfig
-    from .options import add_options
 
     p_fid.add_argument("--config", help="TOML file with any of these settings (a [fidelity] table or top-level keys)")
     add_options(p_fid, FidelityConfig)

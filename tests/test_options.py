@@ -11,6 +11,7 @@ import pytest
 from harness.cli import main
 from harness.config import RunConfig
 from harness.fidelity.config import FidelityConfig
+from harness.replay.config import ReplayConfig
 from harness.options import add_options
 
 
@@ -20,7 +21,7 @@ def _parser(cls):
     return p
 
 
-@pytest.mark.parametrize("cls", [RunConfig, FidelityConfig])
+@pytest.mark.parametrize("cls", [RunConfig, FidelityConfig, ReplayConfig])
 def test_every_field_is_a_flag_whose_help_states_the_declared_default(cls):
     p = _parser(cls)
     by_dest = {a.dest: a for a in p._actions}
@@ -76,3 +77,15 @@ def test_sampler_args_reach_the_sampler_and_its_recorded_settings(tmp_path, caps
                  "--reports-dir", str(tmp_path / "r"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--sampler-args nope: no sampler of this run (masking) takes it" in err[0]
+
+
+def test_replay_reads_a_toml_file_and_flags_override_it(tmp_path, capsys):
+    cfg_file = tmp_path / "r.toml"
+    cfg_file.write_text('[replay]\nengines = "llguidance"\ntimeout_s = "soon"\n')
+    assert main(["replay", "--config", str(cfg_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "r.toml" in err[0] and "'timeout_s' must be float" in err[0]
+    cfg_file.write_text('[replay]\nsource = "nowhere"\nengines = "llguidance"\n')
+    assert main(["replay", "--config", str(cfg_file), "--source", "also-nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert "also-nowhere" in err and "'nowhere'" not in err

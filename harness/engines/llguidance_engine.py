@@ -50,7 +50,7 @@ class LLGuidanceMatcher:
     def fill_mask(self, bitmask: np.ndarray) -> None:
         self._m.unsafe_compute_mask_ptr(bitmask.ctypes.data, bitmask.nbytes)
         if self._m.is_error():
-            raise RuntimeError(f"llguidance: {self._m.get_error()}")
+            raise RuntimeError(f"llguidance: {self._m.get_error().splitlines()[0][:300]}")
 
     def check(self, token: int) -> bool:
         if token == self._eos:  # validate_tokens never counts EOS; the mask allows it iff accepting
@@ -60,7 +60,10 @@ class LLGuidanceMatcher:
     def advance(self, token: int) -> bool:
         if token == self._eos or self._m.validate_tokens([token]) != 1:
             return False
-        return bool(self._m.consume_token(token))
+        ok = bool(self._m.consume_token(token))
+        if not ok and self._m.is_error():  # the parser gave up (e.g. its row limit), not a refusal
+            raise RuntimeError(f"llguidance: {self._m.get_error().splitlines()[0][:300]}")
+        return ok
 
     def rollback(self, n: int) -> None:
         if n and not self._m.rollback(n):

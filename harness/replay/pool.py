@@ -59,6 +59,9 @@ class WorkerPool:
         self.init_times: list[float] = []
         self.info: dict[str, Any] = {}
         self.replaced = 0
+        # One record per replaced worker: which worker (engine/slot, pid), the job it was on,
+        # the phase, why it was replaced, and the pid of its replacement (None if that failed).
+        self.replacements: list[dict[str, Any]] = []
         self.run_s = 0.0  # wall time spent serving jobs, start-up excluded
         self._workers: list[_Worker] = []
         self._launched: list[tuple[Any, Connection]] = []
@@ -122,13 +125,18 @@ class WorkerPool:
             w.proc.join(1)
         self._workers = []
 
-    def _replace(self, w: _Worker) -> None:
+    def _replace(self, w: _Worker, reason: str, key: Any = None) -> None:
         if w.proc.is_alive():
             w.proc.kill()
         w.proc.join(5)
         idx = self._workers.index(w)
-        self._workers[idx] = self._spawn()
+        record = {"worker": f"{self.spec.engine}/{idx}", "pid": w.proc.pid,
+                  "job": str(key if key is not None else w.job_key), "phase": w.phase, "reason": reason,
+                  "replacement_pid": None}
+        self.replacements.append(record)
         self.replaced += 1
+        self._workers[idx] = self._spawn()
+        record["replacement_pid"] = self._workers[idx].proc.pid
 
     def run(self, jobs: Iterable[tuple[Any, Job | MaskJob]], timeout_s: float,
             on_result: Callable[[Any, str, dict[str, Any], float], None]) -> None:
@@ -173,13 +181,14 @@ class WorkerPool:
                     self._receive(w, now, timeout_s, on_result)
                 elif now >= w.deadline:
                     w.proc.kill()
-                    self._replace(w)
+                    key = w.job_key  # the row is written first: a replacement that fails to start loses none
                     if w.phase == "warm":
                         self._finish(w, "done", self._warm_lost(w, f"warm compile over its {timeout_s:g} s limit"),
                                      on_result)
                     else:
                         self._finish(w, "timeout", self._failure(w, f"no result within {timeout_s:g} s"), on_result,
                                      now - w.started)
+                    self._replace(w, f"timeout: no result within {timeout_s:g} s", key)
 
     def _receive(self, w: _Worker, now: float, timeout_s: float,
                  on_result: Callable[[Any, str, dict[str, Any], float], None]) -> None:
@@ -189,11 +198,12 @@ class WorkerPool:
         except (EOFError, OSError):
             w.proc.join(5)
             status, message = classify_exit(w.proc.exitcode)
-            self._replace(w)
+            key = w.job_key  # the row is written first: a replacement that fails to start loses none
             if w.phase == "warm":
                 self._finish(w, "done", self._warm_lost(w, f"warm compile lost: {message}"), on_result)
             else:
                 self._finish(w, status, self._failure(w, message), on_result, now - w.started)
+            self._replace(w, f"{status}: {message}", key)
             return
         if kind == "compiled":
             w.phase, w.cold_s = "replay", payload
@@ -205,9 +215,10 @@ class WorkerPool:
         elif kind == "warm":
             self._finish(w, "done", {**w.result, **payload}, on_result)
         else:
+            key = w.job_key
             self._finish(w, kind, self._failure(w, payload), on_result, now - w.started)
             if kind == "oom":
-                self._replace(w)
+                self._replace(w, f"oom: {payload}"[:200], key)
 
     @staticmethod
     def _failure(w: _Worker, message: str) -> dict[str, Any]:

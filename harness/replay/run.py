@@ -16,7 +16,6 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,34 +28,10 @@ from ..forcing import mask_digest
 from ..reporting.writer import read_rows, write_json
 from ..results.rundir import RunDir, make_fingerprint, task_set_hash, vocabulary_hash
 from ..tasks.task import Task
+from .config import ReplayConfig
 from .pool import WorkerPool
 from .stats import BUCKET_PRECEDENCE, differential, engine_summary, markdown, mask_difference, per_group
 from .worker import Job, MaskJob, WorkerSpec, check_engine_name
-
-
-@dataclass
-class ReplayConfig:
-    source: str = "maskbench"          # maskbench | jsts | builtin | a directory of MaskBench JSONL
-    groups: list[str] = field(default_factory=list)
-    draft: str = "draft2020-12"
-    limit: int | None = None
-    sample: int | None = None
-    sample_per_group: int | None = None
-    seed: int = 0
-    engines: list[str] = field(default_factory=lambda: ["llguidance", "xgrammar"])
-    workers: int = 1
-    timeout_s: float = 60.0
-    memory_gb: float = 8.0
-    tokenizer: str | None = None       # GGUF path; default: the default model's
-    whitespace: str = "compact"
-    strict: bool = True
-    engine_threads: int = 1
-    compile_cache: str = "cold"        # cold | shared (EngineOptions.compile_cache)
-    differential: bool = False
-    reports_dir: str = "reports"
-    run_id: str | None = None
-    resume: bool = False
-    data_dir: str | None = None
 
 
 def load_replay_tasks(cfg: ReplayConfig) -> list[Task]:
@@ -77,12 +52,16 @@ def load_replay_tasks(cfg: ReplayConfig) -> list[Task]:
         from ..tasks.loaders import load_builtin
 
         tasks = load_builtin()
+    elif cfg.source == "adversarial":
+        from ..tasks.adversarial import load_adversarial
+
+        tasks = load_adversarial(cfg.groups or None)
     elif Path(cfg.source).is_dir():
         from ..tasks.maskbench import load_maskbench
 
         tasks = load_maskbench(cfg.source, cfg.groups or None)
     else:
-        raise ConfigError(f"replay source '{cfg.source}' is not maskbench, jsts, builtin or a directory")
+        raise ConfigError(f"replay source '{cfg.source}' is not maskbench, jsts, builtin, adversarial or a directory")
     tasks = [t for t in tasks if t.examples]
     if cfg.sample_per_group is not None:
         rng = random.Random(cfg.seed)
@@ -185,7 +164,8 @@ def replay_fingerprint(cfg: ReplayConfig, tasks: list[Task], gguf: str) -> dict[
                   "instances": hashlib.sha256(json.dumps([[t.id, [[e.valid, t.example_text(e)] for e in t.examples]]
                                                           for t in sorted(tasks, key=lambda t: t.id)]).encode()).hexdigest()[:16]}
     settings = {k: v for k, v in cfg.__dict__.items()
-                if k not in ("reports_dir", "run_id", "resume", "data_dir", "tokenizer", "workers")}
+                if k not in ("reports_dir", "run_id", "resume", "data_dir", "tokenizer", "workers", "executor", "address",
+                             "progress")}
     return make_fingerprint("replay", comparable, settings)
 
 
@@ -202,11 +182,22 @@ def _open_run(cfg: ReplayConfig, tasks: list[Task], gguf: str) -> tuple[RunDir, 
 
 
 def _pool(cfg: ReplayConfig, name: str, gguf: str, workers: int | None = None) -> WorkerPool:
+    """The engine's workers: local processes (WorkerPool) or, with executor "ray", Ray actors (RayPool,
+    the same interface; imported only then)."""
     options = {"whitespace": cfg.whitespace, "strict": cfg.strict, "threads": cfg.engine_threads,
                "compile_cache": cfg.compile_cache}
     spec = WorkerSpec(engine=name, options=options, gguf_path=gguf,
                       memory_bytes=int(cfg.memory_gb * (1 << 30)) if cfg.memory_gb else None)
-    return WorkerPool(spec, cfg.workers if workers is None else workers)
+    n = cfg.workers if workers is None else workers
+    if cfg.executor == "ray":
+        from .ray_pool import RayPool
+
+        return RayPool(spec, n, address=cfg.address, local_cpus=cfg.workers)  # type: ignore[return-value]
+    if cfg.executor != "local":
+        raise ConfigError(f"unknown executor '{cfg.executor}': local or ray")
+    if cfg.address:
+        raise ConfigError("--address needs --executor ray")
+    return WorkerPool(spec, n)
 
 
 def _run_engine(cfg: ReplayConfig, pool: WorkerPool, todo: list[Task], encoded: dict[str, Any],
@@ -218,7 +209,8 @@ def _run_engine(cfg: ReplayConfig, pool: WorkerPool, todo: list[Task], encoded: 
         pool.run(jobs, cfg.timeout_s, on_result)
     finally:
         pool.close()
-    return pool.init_times, {**pool.info, "workers_replaced": pool.replaced, "replay_s": pool.run_s,
+    return pool.init_times, {**pool.info, "workers_replaced": pool.replaced, "replaced_workers": pool.replacements,
+                             "replay_s": pool.run_s,
                              "schemas": len(todo), "workers": cfg.workers}
 
 
@@ -369,6 +361,26 @@ def _collect_masks(cfg: ReplayConfig, gguf: str, tasks: list[Task], encoded: dic
             pool.close()
 
 
+def replaced_workers(run_dir: Path) -> list[dict[str, Any]]:
+    """Every worker replaced in the run, named (engine/slot, pid, job, reason), from the manifest."""
+    try:
+        engines = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["environment"]["engines"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [{"engine": name, **r} for name, info in sorted(engines.items()) if isinstance(info, dict)
+            for r in info.get("replaced_workers") or []]
+
+
+def replaced_markdown(replaced: list[dict[str, Any]]) -> str:
+    if not replaced:
+        return "\n## Workers replaced\n\nnone\n"
+    lines = ["", "## Workers replaced", "", "| engine | worker | pid | job | phase | reason | replacement pid |",
+             "|---|---|---:|---|---|---|---:|"]
+    lines += [f"| {r['engine']} | {r['worker']} | {r['pid']} | {r['job']} | {r['phase']} | "
+              f"{str(r['reason']).replace('|', '/')} | {r['replacement_pid']} |" for r in replaced]
+    return "\n".join(lines) + "\n"
+
+
 def write_replay_report(run_dir: Path, cfg: ReplayConfig, init_s: dict[str, list[float]],
                         detail: Callable[[list[dict[str, Any]]], None] | None = None) -> str:
     """summary.md and summary.json from the journal's rows (and results.parquet / .csv). With
@@ -392,8 +404,11 @@ def write_replay_report(run_dir: Path, cfg: ReplayConfig, init_s: dict[str, list
     text = f"# cdbench replay {run_dir.name}\n\nsource {cfg.source}, {len(rows)} rows; " \
            f"time limit {cfg.timeout_s:g} s, memory limit {cfg.memory_gb:g} GiB, {cfg.workers} worker(s), " \
            f"engine threads {cfg.engine_threads}, compile cache {cfg.compile_cache}\n\n" + markdown(summary, groups, diff, init_s)
+    replaced = replaced_workers(run_dir)
+    text += replaced_markdown(replaced)
     (run_dir / "summary.md").write_text(text, encoding="utf-8")
-    write_json(run_dir / "summary.json", {"engines": summary, "groups": groups, "differential": diff})
+    write_json(run_dir / "summary.json", {"engines": summary, "groups": groups, "differential": diff,
+                                          "replaced_workers": replaced})
     try:
         import pandas as pd
 

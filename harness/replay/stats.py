@@ -99,7 +99,8 @@ def engine_summary(rows: list[dict[str, Any]], timeout_s: float) -> dict[str, An
         if r.get("policy"):
             policies[r["policy"]] += r.get("policy_rejected") or 0
         if r["bucket"] == "engine_error" and len(errors) < 5:
-            errors.append(f"{r['task_id']}: {r.get('error', '')}"[:300])
+            first = (str(r.get("error") or "").splitlines() or [""])[0]
+            errors.append(f"{r['task_id']}: {first}"[:300])
     return {"schemas": len(rows), "buckets": buckets, "counts": counts, "policies": dict(policies),
             "mask": mask_stats(masks), "compile_cold_us": compile_stats(cold), "compile_warm_us": compile_stats(warm),
             "warm_missing": dict(warm_notes), "engine_errors": errors}

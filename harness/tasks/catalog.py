@@ -29,6 +29,13 @@ def catalog(data_dir: Path) -> list[tuple[str, str, int, str]]:
             pos = sum(1 for e in t.examples if e.valid)
             rows.append(("cfg", t.id, 1, f"{pos} positive / {len(t.examples) - pos} negative; formats {','.join(sorted(t.grammars))}"))
         rows.append(("cfg", "TOTAL", len(cfg_tasks), f"{sum(len(t.examples) for t in cfg_tasks)} example strings"))
+    from .adversarial import load_adversarial
+
+    adversarial = load_adversarial()
+    families = {t.source for t in adversarial}
+    rows.append(("adversarial", "replay only", len(adversarial),
+                 f"{len(families)} families, {sum(len(t.examples) for t in adversarial)} labelled instances "
+                 "(generated: harness/tasks/adversarial.py)"))
     jsb = data_dir / "jsonschemabench" / "schemas"
     if jsb.is_dir():
         total = 0

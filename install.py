@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--python", help="install into this interpreter instead of --venv (tox)")
     ap.add_argument("--native", action="store_true",
                     help="build llama.cpp for this CPU only (faster here, SIGILL on other CPUs)")
-    ap.add_argument("--extras", default="test", help="cdbench extras to install (default: test)")
+    ap.add_argument("--extras", default="test,ray",
+                    help="cdbench extras to install (default: test,ray: the test tools and Ray for --executor ray)")
     opts = ap.parse_args(argv)
     python = opts.python
     if not python:

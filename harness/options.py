@@ -139,6 +139,8 @@ def coerce(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
                 except ValueError as exc:
                     raise ConfigError(f"{where}: '{name}' must be integers, got {value!r:.60}") from exc
         elif typing.get_origin(base) is dict and isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: '{name}' must be a table or KEY=VALUE strings, got {value!r:.60}")
             value = _key_values(name, value, where)
         if not type_ok(hints[name], value):
             raise ConfigError(f"{where}: '{name}' must be {_hint_text(hints[name])}, got {value!r:.60}")

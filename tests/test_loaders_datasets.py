@@ -18,7 +18,7 @@ from harness.tasks.maskbench import list_groups, load_maskbench
 def _dataset(*parts: str) -> Path:
     path = default_data_dir().joinpath(*parts)
     if not path.is_dir():
-        pytest.skip(f"dataset not present: {path} (set CDBENCH_DATA_DIR or place ../shared/datasets)")
+        pytest.skip(f"dataset not present: {path} (set CDBENCH_DATA_DIR, place ../shared/datasets, or run cdbench data fetch all)")
     return path
 
 

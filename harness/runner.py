@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -270,7 +270,9 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
     counter = _Progress(len(st.tasks) * len(st.engines) * len(st.samplers) * len(cfg.seeds), len(done), progress)
     try:
         for task in st.tasks:
-            _run_task(task, cfg, st, rd.run_id, done, writer, counter)
+            for row in task_rows(task, cfg, st, rd.run_id, done):
+                writer.append(row)
+                counter.step(row)
     finally:
         writer.close()
     summary = summarize(rd.path, bootstrap_seed=cfg.bootstrap_seed, n_resamples=cfg.bootstrap_resamples)
@@ -291,9 +293,9 @@ class _Progress:
             self.report(self.done, self.total, row)
 
 
-def _run_task(task: Task, cfg: RunConfig, st: _Setup, run_id: str, done: set[tuple], writer: Any,
-              counter: _Progress) -> None:
-    """Every case of one task still to do: the prompt once, then each engine's compile and cases."""
+def task_rows(task: Task, cfg: RunConfig, st: _Setup, run_id: str, done: set[tuple]) -> Iterator[dict[str, Any]]:
+    """Every case of one task still to do, a row each as it ends: the prompt once, then each
+    engine's compile and cases. The same code runs in the driver (local) and in a Ray actor."""
     todo = {e.name: [(s, seed) for s in st.samplers for seed in cfg.seeds
                      if (task.source, task.id, e.name, s.name, seed) not in done] for e in st.engines}
     if not any(todo.values()):
@@ -327,8 +329,7 @@ def _run_task(task: Task, cfg: RunConfig, st: _Setup, run_id: str, done: set[tup
             if too_long:
                 row.update({"finish_reason": "skipped", "dc": None, "ec": None, "parses": None, "valid": None})
             row.update(fixed)
-            writer.append(row)
-            counter.step(row)
+            yield row
 
 
 # Run settings that are not part of what a result is a result of: where it goes and how it is shown.

@@ -151,3 +151,17 @@ def test_grammar_subset_by_name():
     assert [t.id for t in load_grammars(subset=["smiles", "arithmetic"])] == ["smiles", "arithmetic"]
     with pytest.raises(ConfigError, match="unknown grammar task"):
         load_grammars(subset=["nope"])
+
+
+def test_xgrammar_compile_error_has_no_wall_clock_stamp(engines):
+    """xgrammar prefixes its messages with the time of day ("[17:04:57] ..."); a row must not carry
+    it, or the same schema gives a different row on every run (local vs Ray replays differed so)."""
+    from harness.engines.base import CompileError
+
+    task = Task(id="nul", kind="json_schema", source="test", prompt=[],
+                schema={"type": "string", "pattern": "a\u0000b"})
+    with pytest.raises(CompileError) as err:
+        engines["xgrammar"].compile(task)
+    message = str(err.value)
+    assert "null characters" in message
+    assert not message.startswith("[")

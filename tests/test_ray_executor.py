@@ -50,7 +50,7 @@ def local_ray():
     """A local Ray of 2 CPUs for this module (as `--executor ray` without --address starts one)."""
     if not HAVE_RAY:
         pytest.skip("the ray package is not installed (pip install ray)")
-    from harness.replay.ray_pool import ensure_ray, shutdown_ray
+    from harness.ray_cluster import ensure_ray, shutdown_ray
 
     if ray.is_initialized():
         pytest.skip("a Ray is already initialised in this process")
@@ -116,7 +116,7 @@ def test_ray_crash_timeout_oom_classified_and_actor_replaced(tmp_path, local_ray
         assert first["replacement_pid"] == second["pid"] and first["pid"] != second["pid"]
     assert engines["llguidance"]["workers_replaced"] == 0
     # killed and crashed actors leave no fault-report files behind
-    from harness.replay.ray_pool import report_dir
+    from harness.ray_cluster import report_dir
 
     dead = {str(r["pid"]) for e in engines.values() for r in e["replaced_workers"]}
     assert not [f for f in os.listdir(report_dir()) if f.split("-", 1)[0] in dead]
@@ -135,7 +135,7 @@ def test_executor_ray_without_ray_is_a_config_error(tmp_path, monkeypatch):
 def test_fatal_signal_names():
     import signal
 
-    from harness.replay.ray_pool import fatal_signal
+    from harness.ray_cluster import fatal_signal
 
     assert fatal_signal("Fatal Python error: Segmentation fault\n\nStack ...") == signal.SIGSEGV
     assert fatal_signal("Fatal Python error: Aborted\n") == signal.SIGABRT
@@ -143,7 +143,7 @@ def test_fatal_signal_names():
 
 
 def test_unreachable_address_is_a_config_error():
-    from harness.replay.ray_pool import _check_reachable
+    from harness.ray_cluster import _check_reachable
 
     with pytest.raises(ConfigError, match="no Ray cluster answers at 127.0.0.1:1"):
         _check_reachable("127.0.0.1:1")  # at once, not after ray.init's minutes of retries

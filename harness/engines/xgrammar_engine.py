@@ -1,6 +1,8 @@
 """xgrammar: JSON Schema and EBNF grammars over the model's raw byte vocabulary."""
 from __future__ import annotations
 
+import re
+
 import time
 from typing import Any
 
@@ -68,6 +70,13 @@ class XGrammarCompiled:
 
     def matcher(self) -> XGrammarMatcher:
         return XGrammarMatcher(xgr.GrammarMatcher(self._compiled), self._eos, self._special)
+
+
+def error_line(exc: BaseException) -> str:
+    """xgrammar's message in one line, without the wall-clock stamp it starts with ("[17:04:57] "),
+    so that the same schema gives the same row on every run."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return re.sub(r"^\[\d{2}:\d{2}:\d{2}\] ", "", text)
 
 
 class XGrammarEngine(ConstraintEngine):
@@ -143,7 +152,7 @@ class XGrammarEngine(ConstraintEngine):
             else:
                 compiled = compiler.compile_grammar(task.grammars["ebnf"])
         except RuntimeError as exc:
-            raise CompileError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+            raise CompileError(error_line(exc)) from exc
         return compiled
 
     def export(self, compiled: XGrammarCompiled) -> bytes:

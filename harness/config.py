@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .options import coerce, load_toml, option
+from .options import address_option, coerce, executor_option, load_toml, option
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,6 +84,10 @@ class RunConfig:
     bootstrap_seed: int = option(0, "seed of the summary's bootstrap", cli=False)
     bootstrap_resamples: int = option(1000, "task-level bootstrap resamples for the summary's intervals")
     progress: bool = option(True, "a progress bar on stderr")
+    executor: str = executor_option("every case in this process, one after another")
+    address: str | None = address_option()
+    workers: int = option(1, "--executor ray: Ray actors, each with its own LM and engines, one task at a time",
+                          flag="-j")
     resume: str | None = option(None, "continue an interrupted run: its recorded cases are kept, the rest run; its "
                                 "config is the base (flags that change results are refused)", metavar="RUN_DIR")
 
@@ -115,4 +119,8 @@ def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> Ru
         raise ConfigError(f"memory_gb must be > 0, got {cfg.memory_gb}")
     if cfg.limit is not None and cfg.limit < 1:
         raise ConfigError(f"limit must be >= 1, got {cfg.limit}")
+    if cfg.workers < 1:
+        raise ConfigError(f"-j (workers) must be >= 1, got {cfg.workers}")
+    if cfg.address and cfg.executor != "ray":
+        raise ConfigError("--address needs --executor ray")
     return cfg

@@ -38,6 +38,17 @@ def option(default: Any, help: str, *, flag: str | None = None, short: str | Non
     return dataclasses.field(default=default, metadata=meta)
 
 
+def executor_option(local: str) -> Any:
+    """--executor, the same for every command that can spread its work over Ray."""
+    return option("local", f"local: {local}; ray: Ray actors (pip install ray), -j of them, on a local Ray or the "
+                  "cluster at --address (docs/cluster.md)", choices=("local", "ray"))
+
+
+def address_option() -> Any:
+    return option(None, "--executor ray: the Ray cluster to join (its head's host:port, or auto); default: start a "
+                  "local Ray with -j CPUs")
+
+
 def _args(hint: Any) -> tuple[Any, ...]:
     return typing.get_args(hint) if typing.get_origin(hint) in (types.UnionType, typing.Union) else (hint,)
 

@@ -155,11 +155,11 @@ def _remove(path: str) -> None:
         pass
 
 
-def take_fatal(path: str) -> str:
-    """The fatal-signal report a dead actor left (removed once read), "" if none."""
+def take_fatal(path: str, limit: int = 4096) -> str:
+    """A file a dead actor left (its fatal-signal report, or its trail), removed once read; "" if none."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
-            text = fh.read(4096)
+            text = fh.read(limit)
     except OSError:
         return ""
     _remove(path)
@@ -206,18 +206,20 @@ class ActorHome:
         _remove(self.where["fatal_path"])
 
 
-def read_fatal(ray: Any, reader: Any, where: dict[str, Any] | None) -> str:
-    """Read (and remove) the report a dead or killed actor left on its node ("" if none).
-    `reader` is `ray.remote(num_cpus=0, max_retries=0)(take_fatal)`, run on that node."""
-    if not where:
+def read_fatal(ray: Any, reader: Any, where: dict[str, Any] | None, key: str = "fatal_path",
+               limit: int = 4096) -> str:
+    """Read (and remove) the file `where[key]` a dead or killed actor left on its node ("" if none):
+    its fatal-signal report by default. `reader` is `ray.remote(num_cpus=0, max_retries=0)(take_fatal)`,
+    run on that node."""
+    if not where or key not in where:
         return ""
     try:
         if where["node_id"] == ray.get_runtime_context().get_node_id():
-            return take_fatal(where["fatal_path"])
+            return take_fatal(where[key], limit)
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         ref = reader.options(scheduling_strategy=NodeAffinitySchedulingStrategy(where["node_id"], soft=False)
-                             ).remote(where["fatal_path"])
+                             ).remote(where[key], limit)
         return ray.get(ref, timeout=30)
     except Exception:  # noqa: BLE001 - node gone, or no worker there: no report
         return ""

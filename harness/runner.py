@@ -200,11 +200,13 @@ class _Setup:
     model_info: dict[str, Any]
 
 
-def _setup(cfg: RunConfig, lm: LanguageModel | None) -> _Setup:
-    tasks = load_tasks(cfg.dataset, cfg.subset or None, cfg.limit, cfg.schema_files or None,
-                       data_dir=cfg.data_dir, split=cfg.split, hub_cache=cfg.hub_cache, offline=cfg.offline)
-    if not tasks:
-        raise ConfigError(f"dataset '{cfg.dataset}' gave no tasks")
+def _setup(cfg: RunConfig, lm: LanguageModel | None, tasks: list[Task] | None = None) -> _Setup:
+    """Everything a run needs; `tasks` given (a Ray actor: the driver sends them) skips loading them."""
+    if tasks is None:
+        tasks = load_tasks(cfg.dataset, cfg.subset or None, cfg.limit, cfg.schema_files or None,
+                           data_dir=cfg.data_dir, split=cfg.split, hub_cache=cfg.hub_cache, offline=cfg.offline)
+        if not tasks:
+            raise ConfigError(f"dataset '{cfg.dataset}' gave no tasks")
     protocol = get_protocol(cfg.protocol)
     engine_names = resolve_engines(cfg.engines)
     for name in cfg.samplers:
@@ -268,13 +270,21 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
     rd, done = _open_run(cfg, st)
     writer = rd.writer()
     counter = _Progress(len(st.tasks) * len(st.engines) * len(st.samplers) * len(cfg.seeds), len(done), progress)
+    executor: dict[str, Any] = {"executor": cfg.executor}
+    if cfg.executor == "ray":
+        from .run_ray import ray_rows
+
+        rows = ray_rows(cfg, st, rd.run_id, done, lm is not None, executor)
+    else:
+        rows = (row for task in st.tasks for row in task_rows(task, cfg, st, rd.run_id, done))
     try:
-        for task in st.tasks:
-            for row in task_rows(task, cfg, st, rd.run_id, done):
-                writer.append(row)
-                counter.step(row)
+        for row in rows:
+            writer.append(row)
+            counter.step(row)
     finally:
+        rows.close()
         writer.close()
+        rd.update_environment(executor=executor)
     summary = summarize(rd.path, bootstrap_seed=cfg.bootstrap_seed, n_resamples=cfg.bootstrap_resamples)
     write_summary(rd.path, summary, rd.manifest.environment, cfg.bootstrap_resamples)
     rd.finish()
@@ -293,9 +303,13 @@ class _Progress:
             self.report(self.done, self.total, row)
 
 
-def task_rows(task: Task, cfg: RunConfig, st: _Setup, run_id: str, done: set[tuple]) -> Iterator[dict[str, Any]]:
+def task_rows(task: Task, cfg: RunConfig, st: _Setup, run_id: str, done: set[tuple],
+              trace: Callable[..., None] | None = None) -> Iterator[dict[str, Any]]:
     """Every case of one task still to do, a row each as it ends: the prompt once, then each
-    engine's compile and cases. The same code runs in the driver (local) and in a Ray actor."""
+    engine's compile and cases. The same code runs in the driver (local) and in a Ray actor,
+    where `trace` leaves a trail ("compile", engine), ("compiled", engine, outcome), ("case", engine,
+    sampler, seed) that tells, after a worker's death, whether the compiler or which case died."""
+    trace = trace or (lambda *event: None)
     todo = {e.name: [(s, seed) for s in st.samplers for seed in cfg.seeds
                      if (task.source, task.id, e.name, s.name, seed) not in done] for e in st.engines}
     if not any(todo.values()):
@@ -318,12 +332,15 @@ def task_rows(task: Task, cfg: RunConfig, st: _Setup, run_id: str, done: set[tup
     for engine in st.engines:
         if not todo[engine.name]:
             continue
+        trace("compile", engine.name)
         comp = (CompileOutcome("skipped", None, skip_reason) if too_long
                 else compile_task(engine, task, cfg.compile_timeout_s, cfg.compile_guard))
+        trace("compiled", engine.name, comp)
         # Stateful samplers (ASAp's trie) start afresh for every task and engine.
         fresh = {s.name: make_sampler(s.name, cfg) if getattr(s, "stateful", False) else s for s in st.samplers}
         for sampler_proto, seed in todo[engine.name]:
             sampler = fresh[sampler_proto.name]
+            trace("case", engine.name, sampler.name, seed)
             gen = generate_case(engine, comp, sampler, st.lm, prompt_ids, cfg, seed)
             row = case_row(task, engine, sampler, seed, cfg, comp, gen, len(prompt_ids), st.lm)
             if too_long:
@@ -333,7 +350,8 @@ def task_rows(task: Task, cfg: RunConfig, st: _Setup, run_id: str, done: set[tup
 
 
 # Run settings that are not part of what a result is a result of: where it goes and how it is shown.
-_NOT_SETTINGS = {"run_id", "reports_dir", "progress", "data_dir", "hub_cache", "offline", "model", "resume"}
+_NOT_SETTINGS = {"run_id", "reports_dir", "progress", "data_dir", "hub_cache", "offline", "model", "resume",
+                 "executor", "address", "workers"}
 
 
 def run_fingerprint(cfg: RunConfig, lm: LanguageModel, info: dict[str, Any], tasks: list[Task],

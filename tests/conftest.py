@@ -46,3 +46,26 @@ def engines(gemma_tok):
     from harness.engines import DEFAULT_ENGINES, ENGINES
 
     return {name: ENGINES.create(name, gemma_tok.view) for name in DEFAULT_ENGINES}
+
+
+try:
+    import ray  # noqa: F401
+
+    HAVE_RAY = True
+except ImportError:
+    HAVE_RAY = False
+needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="the ray package is not installed (pip install ray)")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of 2 CPUs for one test module (as `--executor ray` without --address starts one)."""
+    if not HAVE_RAY:
+        pytest.skip("the ray package is not installed (pip install ray)")
+    from harness.ray_cluster import ensure_ray, shutdown_ray
+
+    if ray.is_initialized():
+        pytest.skip("a Ray is already initialised in this process")
+    ensure_ray(None, num_cpus=2, memory_bytes=4 << 30)
+    yield
+    shutdown_ray()

@@ -15,13 +15,7 @@ from harness.errors import ConfigError
 from harness.replay.run import ReplayConfig, replay
 from harness.reporting.writer import read_rows
 
-try:
-    import ray  # noqa: F401
-
-    HAVE_RAY = True
-except ImportError:
-    HAVE_RAY = False
-needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="the ray package is not installed (pip install ray)")
+from conftest import needs_ray
 
 # Fields that measure time: the only ones two executors may disagree on.
 TIMING = {"wall_s", "cold_compile_s", "warm_compile_s", "mask_us", "advance_us", "loop_s"}
@@ -43,20 +37,6 @@ RECORDS = [
      "tests": [{"valid": True, "data": ["ab", "c"]}, {"valid": False, "data": ["abcd"]},
                {"valid": False, "data": ["a", "b", "c"]}]},
 ]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray of 2 CPUs for this module (as `--executor ray` without --address starts one)."""
-    if not HAVE_RAY:
-        pytest.skip("the ray package is not installed (pip install ray)")
-    from harness.ray_cluster import ensure_ray, shutdown_ray
-
-    if ray.is_initialized():
-        pytest.skip("a Ray is already initialised in this process")
-    ensure_ray(None, num_cpus=2, memory_bytes=4 << 30)
-    yield
-    shutdown_ray()
 
 
 def maskbench_dir(tmp_path, records):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..options import option
+from ..options import address_option, executor_option, option
 
 
 @dataclass
@@ -36,9 +36,6 @@ class ReplayConfig:
     resume: bool = option(False, "continue the interrupted replay --run-id: finished schemas are kept")
     data_dir: str | None = option(None, "root of the datasets (default: $CDBENCH_DATA_DIR, else ../shared/datasets "
                                   "when present, else the user cache that `cdbench data fetch` fills)")
-    executor: str = option("local", "local: worker processes on this machine; ray: Ray actors (pip install ray), "
-                           "-j per engine, on a local Ray or the cluster at --address (docs/cluster.md)",
-                           choices=("local", "ray"))
-    address: str | None = option(None, "--executor ray: the Ray cluster to join (its head's host:port, or auto); "
-                                 "default: start a local Ray with -j CPUs")
+    executor: str = executor_option("worker processes on this machine, -j per engine")
+    address: str | None = address_option()
     progress: bool = option(True, "a progress bar on stderr")

@@ -131,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--python", help="install into this interpreter instead of --venv (tox)")
     ap.add_argument("--native", action="store_true",
                     help="build llama.cpp for this CPU only (faster here, SIGILL on other CPUs)")
-    ap.add_argument("--extras", default="test,ray",
-                    help="cdbench extras to install (default: test,ray: the test tools and Ray for --executor ray)")
+    ap.add_argument("--extras", default="test,ray,frontends,transformers",
+                    help="cdbench extras to install (default: test,ray,frontends,transformers: the test tools, Ray "
+                         "for --executor ray, the frontends' libraries and the transformers LM backend)")
     opts = ap.parse_args(argv)
     python = opts.python
     if not python:

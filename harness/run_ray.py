@@ -187,9 +187,14 @@ class _Driver:
                     yield from self._lost(s, "timeout", f"no row within {stall_limit_s(self.cfg):g} s", todo)
 
     def _pending(self, task: Task) -> list[tuple[Any, Any, int]]:
-        """The task's engine cases not yet recorded, in the order task_rows runs them."""
-        return [(e, smp, seed) for e in self.st.engines for smp in self.st.samplers for seed in self.cfg.seeds
-                if (task.source, task.id, e.name, smp.name, seed) not in self.done]
+        """The task's cases not yet recorded, in the order task_rows runs them: (engine, sampler,
+        seed), then (frontend, None, seed)."""
+        from .frontends.cases import SAMPLER
+
+        cases = [(e, smp, seed) for e in self.st.engines for smp in self.st.samplers for seed in self.cfg.seeds
+                 if (task.source, task.id, e.name, smp.name, seed) not in self.done]
+        return cases + [(f, None, seed) for f in self.st.frontends for seed in self.cfg.seeds
+                        if (task.source, task.id, f.name, SAMPLER, seed) not in self.done]
 
     def _send(self, s: _Slot, task: Task) -> None:
         s.task, s.progress = task, 0
@@ -248,13 +253,20 @@ class _Driver:
             return pending[0] if pending else None
         if last[0] == "case":
             engine, sampler, seed = last[1], *last[2]
-            return next((c for c in pending if (c[0].name, c[1].name, c[2]) == (engine, sampler, seed)), None)
+            return next((c for c in pending if (c[0].name, _name(c[1]), c[2]) == (engine, sampler, seed)), None)
         return next((c for c in pending if c[0].name == last[1]), None)
 
     def _lost_row(self, task: Task, engine: Any, sampler: Any, seed: int, compiled: dict[str, dict[str, Any]],
                   status: str, message: str) -> dict[str, Any]:
         from .runner import case_row
 
+        fixed = {"run_id": self.run_id, "prefill_s": None, "model_sha256": self.st.model_info.get("model_sha256")}
+        if sampler is None:  # a frontend case
+            from .frontends.base import FrontendResult
+            from .frontends.cases import frontend_row
+
+            lost = FrontendResult(status=status, finish_reason=status, error=message)
+            return {**frontend_row(task, engine, seed, self.cfg, lost), **fixed}
         brief = compiled.get(engine.name)
         if brief is None:  # it died compiling: the compiler's outcome, as the compile guard reports one
             comp, gen = CompileOutcome(status, None, f"compiler {status}: {message}"[:500]), None
@@ -262,9 +274,13 @@ class _Driver:
             comp = CompileOutcome(brief["status"], brief["seconds"], brief["message"], None, brief["load_s"])
             gen = Generation(finish_reason=status, error=message) if comp.status == "ok" else None
         n_prompt = len(self.st.lm.encode_chat(self.st.protocol.messages(task)))
-        row = case_row(task, engine, sampler, seed, self.cfg, comp, gen, n_prompt, self.st.lm)
-        row.update({"run_id": self.run_id, "prefill_s": None, "model_sha256": self.st.model_info.get("model_sha256")})
-        return row
+        return {**case_row(task, engine, sampler, seed, self.cfg, comp, gen, n_prompt, self.st.lm), **fixed}
+
+
+def _name(sampler: Any) -> str:
+    from .frontends.cases import SAMPLER
+
+    return SAMPLER if sampler is None else sampler.name
 
 
 def _case(row: dict[str, Any]) -> tuple[Any, ...]:

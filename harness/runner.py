@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import sys
 import time
 from pathlib import Path
@@ -20,6 +20,7 @@ from .compiling import CompileOutcome, compile_task
 from .config import REPO_ROOT, RunConfig
 from .engines import DEFAULT_ENGINES, ENGINES, ConstraintEngine, EngineOptions, Unsupported
 from .environment import environment
+from .frontends.cases import frontend_env, frontend_rows, make_frontends
 from .errors import ConfigError
 from .lm.base import LanguageModel
 from .lm.budget import CaseMemoryExceeded, MemoryBudgetLM
@@ -48,6 +49,13 @@ def resolve_engines(names: list[str]) -> list[str]:
 
 
 def load_lm(cfg: RunConfig) -> LanguageModel:
+    if cfg.lm == "transformers":
+        if not cfg.model:
+            raise ConfigError("--lm transformers needs --model (a model directory or a hub name)")
+        from .lm import LMS
+
+        return LMS.create("transformers", cfg.model, device=cfg.lm_device, dtype=cfg.lm_dtype, n_ctx=cfg.n_ctx,
+                          n_threads=cfg.lm_threads, offline=cfg.offline)
     from .lm.cpu_check import check_llama_runs
     from .lm.default_model import default_model_path
     from .lm.llamacpp import LlamaCppLM, check_model_path
@@ -71,15 +79,21 @@ def percentiles_us(times_s: list[float]) -> dict[str, float | None]:
 
 
 def score_row(task: Task, text: str, protocol: Protocol | None = None) -> dict[str, Any]:
+    quality: dict[str, Any] = {}
+    if task.scorer:  # a quality task: is the answer right, beside whether it is valid
+        from .scoring.quality import score
+
+        quality = {"correct": score(task.scorer, text, task.reference)}
     if task.kind == "json_schema":
         protocol = protocol or get_protocol("cdbench")
         v = judge(task.schema, text, protocol.force_draft, protocol.strict_formats)
         return {"parses": v.parses, "schema_valid": v.schema_valid, "valid": v.valid,
-                "validator": v.draft, "validation_error": v.error}
+                "validator": v.draft, "validation_error": v.error, **quality}
     from .scoring.lark_check import lark_accepts
 
     ok, err = lark_accepts(task.grammars["lark"], text)
-    return {"parses": ok, "schema_valid": None, "valid": ok, "validator": "lark-earley", "validation_error": err}
+    return {"parses": ok, "schema_valid": None, "valid": ok, "validator": "lark-earley", "validation_error": err,
+            **quality}
 
 
 def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg: RunConfig,
@@ -93,7 +107,7 @@ def case_row(task: Task, engine: ConstraintEngine, sampler: Any, seed: int, cfg:
         "protocol": cfg.protocol, "prompt_shots": get_protocol(cfg.protocol).shots_for(task),
         "compile_status": comp.status, "compile_s": comp.seconds, "compile_load_s": comp.load_s,
         "compile_error": comp.message,
-        "dc": int(comp.status == "ok"),
+        "dc": int(comp.status == "ok"), "method_kind": "engine",
     }
     if gen is None:
         row.update({"output_text": None, "output_tokens": 0, "finish_reason": "not_run", "error": comp.message,
@@ -198,12 +212,13 @@ class _Setup:
     samplers: list[Any]
     env: dict[str, Any]
     model_info: dict[str, Any]
+    frontends: list[Any] = field(default_factory=list)  # harness.frontends, after the engines
 
 
 def _setup(cfg: RunConfig, lm: LanguageModel | None, tasks: list[Task] | None = None) -> _Setup:
     """Everything a run needs; `tasks` given (a Ray actor: the driver sends them) skips loading them."""
     if tasks is None:
-        tasks = load_tasks(cfg.dataset, cfg.subset or None, cfg.limit, cfg.schema_files or None,
+        tasks = load_tasks(cfg.dataset, cfg.subset or None, cfg.limit, cfg.schema_files or None, cfg.dataset_args,
                            data_dir=cfg.data_dir, split=cfg.split, hub_cache=cfg.hub_cache, offline=cfg.offline)
         if not tasks:
             raise ConfigError(f"dataset '{cfg.dataset}' gave no tasks")
@@ -229,7 +244,9 @@ def _setup(cfg: RunConfig, lm: LanguageModel | None, tasks: list[Task] | None = 
     env.update({"model": model_info, "engine_init_s": engine_init,
                 "engines": {e.name: {"version": e.version(), "settings": e.settings()} for e in engines},
                 "samplers": {s.name: s.settings() for s in samplers}, "tasks": len(tasks)})
-    return _Setup(tasks, protocol, lm, engines, samplers, env, model_info)
+    frontends = make_frontends(cfg, lm)
+    env["frontends"] = frontend_env(frontends)
+    return _Setup(tasks, protocol, lm, engines, samplers, env, model_info, frontends)
 
 
 def case_id(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -249,7 +266,7 @@ def _incomplete_stateful(rows: list[dict[str, Any]], stateful: set[str], seeds: 
 
 def _open_run(cfg: RunConfig, st: _Setup) -> tuple[RunDir, set[tuple]]:
     """A new run directory, or (--resume) the existing one with the cases it already holds."""
-    fingerprint = run_fingerprint(cfg, st.lm, st.model_info, st.tasks, st.engines, st.samplers)
+    fingerprint = run_fingerprint(cfg, st)
     if cfg.resume:
         rd = RunDir.resume(cfg.resume, "run", fingerprint)
         rows = rd.rows()
@@ -269,7 +286,8 @@ def run(cfg: RunConfig, lm: LanguageModel | None = None,
     st = _setup(cfg, lm)
     rd, done = _open_run(cfg, st)
     writer = rd.writer()
-    counter = _Progress(len(st.tasks) * len(st.engines) * len(st.samplers) * len(cfg.seeds), len(done), progress)
+    per_task = (len(st.engines) * len(st.samplers) + len(st.frontends)) * len(cfg.seeds)
+    counter = _Progress(len(st.tasks) * per_task, len(done), progress)
     executor: dict[str, Any] = {"executor": cfg.executor}
     if cfg.executor == "ray":
         from .run_ray import ray_rows
@@ -313,6 +331,7 @@ def task_rows(task: Task, cfg: RunConfig, st: _Setup, run_id: str, done: set[tup
     todo = {e.name: [(s, seed) for s in st.samplers for seed in cfg.seeds
                      if (task.source, task.id, e.name, s.name, seed) not in done] for e in st.engines}
     if not any(todo.values()):
+        yield from frontend_rows(task, cfg, st, run_id, done, trace)  # a resume can leave only these
         return
     prompt_ids = st.lm.encode_chat(st.protocol.messages(task))
     n_ctx = getattr(st.lm, "n_ctx", 1 << 30)
@@ -347,6 +366,7 @@ def task_rows(task: Task, cfg: RunConfig, st: _Setup, run_id: str, done: set[tup
                 row.update({"finish_reason": "skipped", "dc": None, "ec": None, "parses": None, "valid": None})
             row.update(fixed)
             yield row
+    yield from frontend_rows(task, cfg, st, run_id, done, trace)
 
 
 # Run settings that are not part of what a result is a result of: where it goes and how it is shown.
@@ -354,15 +374,16 @@ _NOT_SETTINGS = {"run_id", "reports_dir", "progress", "data_dir", "hub_cache", "
                  "executor", "address", "workers"}
 
 
-def run_fingerprint(cfg: RunConfig, lm: LanguageModel, info: dict[str, Any], tasks: list[Task],
-                    engines: list[ConstraintEngine], samplers: list[Any]) -> dict[str, Any]:
+def run_fingerprint(cfg: RunConfig, st: _Setup) -> dict[str, Any]:
     """Comparable: the model, its vocabulary, the tasks and the protocol (prompt, validator, limits);
-    settings: engines (versions and settings), samplers and every other config value."""
-    info = lm.info()
-    comparable = {"model": model_identity(info), "tokenizer": vocabulary_hash(lm.tokenizer.token_bytes),
-                  "task_set": task_set_hash(tasks), "protocol": cfg.protocol, "max_tokens": cfg.max_tokens,
+    settings: engines and frontends (versions and settings), samplers and every other config value."""
+    lm = st.lm
+    comparable = {"model": model_identity(lm.info()), "tokenizer": vocabulary_hash(lm.tokenizer.token_bytes),
+                  "task_set": task_set_hash(st.tasks), "protocol": cfg.protocol, "max_tokens": cfg.max_tokens,
                   "temperature": cfg.temperature}
     settings = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_SETTINGS and k not in comparable}
-    settings["engines"] = {e.name: {"version": e.version(), **e.settings()} for e in engines}
-    settings["samplers"] = {s.name: s.settings() for s in samplers}
+    settings["engines"] = {e.name: {"version": e.version(), **e.settings()} for e in st.engines}
+    settings["samplers"] = {s.name: s.settings() for s in st.samplers}
+    if st.frontends:
+        settings["frontends"] = {f.name: {"version": f.version(), **f.settings()} for f in st.frontends}
     return make_fingerprint("run", comparable, settings)

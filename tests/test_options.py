@@ -10,6 +10,7 @@ import pytest
 
 from harness.cli import main
 from harness.config import RunConfig
+from harness.errors import ConfigError
 from harness.fidelity.config import FidelityConfig
 from harness.replay.config import ReplayConfig
 from harness.options import add_options
@@ -89,3 +90,21 @@ def test_replay_reads_a_toml_file_and_flags_override_it(tmp_path, capsys):
     assert main(["replay", "--config", str(cfg_file), "--source", "also-nowhere"]) == 2
     err = capsys.readouterr().err
     assert "also-nowhere" in err and "'nowhere'" not in err
+
+
+def test_dataset_args_reach_the_loader_and_an_unknown_key_is_refused(tmp_path):
+    """--dataset-args goes straight to the dataset's loader (lm-evaluation-harness's --model_args
+    idea); a key the loader does not take is one line, exit 2, never silently dropped."""
+    import json
+
+    from harness.tasks.loaders import load_tasks
+
+    (tmp_path / "one.json").write_text(json.dumps({"id": "mine", "schema": {"type": "integer"},
+                                                   "valid": [1], "invalid": [{"data": "x"}]}))
+    tasks = load_tasks("builtin", dataset_args={"directory": str(tmp_path)})
+    assert [t.id for t in tasks] == ["mine"]
+    with pytest.raises(ConfigError, match="--dataset-args foo: dataset 'builtin' takes no such option"):
+        load_tasks("builtin", dataset_args={"foo": "1"})
+    with pytest.raises(ConfigError, match="no task nope"):
+        load_tasks("builtin", subset=["nope"])
+    assert main(["run", "--dataset", "cfg", "--dataset-args", "foo=1", "--no-progress"]) == 2

@@ -51,7 +51,7 @@ def test_blank_rows_are_complete_and_neutral():
     for kind in R.ROW_TYPES:
         row = R.blank(kind)
         assert R.problems(kind, row) == []
-    assert R.blank("run")["valid"] is None and R.blank("run")["lm_s"] == 0.0 and R.blank("run")["step_evals"] == []
+    assert R.blank("run")["valid"] is None and R.blank("run")["tgt_s"] == 0.0 and R.blank("run")["step_evals"] == []
 
 
 def test_reading_names_the_line_of_a_row_without_its_key_fields(tmp_path, capsys):

@@ -115,6 +115,7 @@ class Board:
     references: list[dict[str, Any]] = field(default_factory=list)
     excluded: list[Excluded] = field(default_factory=list)
     history: dict[str, Any] = field(default_factory=dict)
+    method_kind: str = "engine"
 
 
 @dataclass
@@ -122,6 +123,15 @@ class _Run:
     path: Path
     rd: RunDir
     rows: list[dict[str, Any]]
+    method: str = "engine"  # engine or frontend: the two kinds are never ranked on one board
+
+
+def _by_method(run: _Run) -> list[_Run]:
+    """A run's rows split by method kind (engine rows may predate the field): one part per kind."""
+    parts: dict[str, list[dict[str, Any]]] = {}
+    for r in run.rows:
+        parts.setdefault(r.get("method_kind") or "engine", []).append(r)
+    return [_Run(run.path, run.rd, rows, method) for method, rows in sorted(parts.items())]
 
 
 # ---------------------------------------------------------------- loading
@@ -415,7 +425,8 @@ def _board(runs: list[_Run], task_set: str, alpha: float) -> Board:
     entries, kept, total, n_kept = _entries(runs, task_set)
     entries = _rank(kind, entries, kept, alpha)
     _win_rates(kind, [e for e in entries if e.rank != "–"])
-    return Board(id=f"{kind}-{fp['comparable_digest'][:8]}", kind=kind, comparable_digest=fp["comparable_digest"],
+    suffix = "" if runs[0].method == "engine" else f"-{runs[0].method}s"
+    return Board(id=f"{kind}-{fp['comparable_digest'][:8]}{suffix}", kind=kind, method_kind=runs[0].method, comparable_digest=fp["comparable_digest"],
                  comparable=dict(fp.get("comparable") or {}), primary=PRIMARY[kind], task_set=task_set, alpha=alpha,
                  ranking_rule=_ranking_rule(kind, alpha), task_set_note=_task_set_note(task_set, total, n_kept),
                  headline=headline(kind), cases_total=total, cases_kept=n_kept,
@@ -428,8 +439,8 @@ def _cross_exclusions(boards: list[Board], by_board: dict[str, list[_Run]]) -> N
     for board in boards:
         mine = by_board[board.id][0].rd.manifest.fingerprint
         for other in boards:
-            if other.id == board.id:
-                continue
+            if other.id == board.id or other.comparable_digest == board.comparable_digest:
+                continue  # the same runs' other method kind (engines / frontends): comparable, ranked apart
             for run in by_board[other.id]:
                 diffs = fingerprint_differences(mine, run.rd.manifest.fingerprint) or ["digest"]
                 board.excluded.append(Excluded(str(run.path), f"different comparable fingerprint (on board "
@@ -446,8 +457,10 @@ def build_leaderboards(run_dirs: list[Path], task_set: str = "intersection", alp
     runs, excluded = _load(run_dirs)
     by_digest: dict[tuple[str, str], list[_Run]] = {}
     for run in runs:
-        by_digest.setdefault((run.rd.kind, run.rd.manifest.fingerprint["comparable_digest"]), []).append(run)
-    groups = sorted(by_digest.values(), key=lambda rs: (rs[0].rd.kind, min(_started_key(r) for r in rs)))
+        for part in _by_method(run):
+            key = (run.rd.kind, run.rd.manifest.fingerprint["comparable_digest"], part.method)
+            by_digest.setdefault(key, []).append(part)
+    groups = sorted(by_digest.values(), key=lambda rs: (rs[0].rd.kind, rs[0].method, min(_started_key(r) for r in rs)))
     boards = [_board(rs, task_set, alpha) for rs in groups]
     _cross_exclusions(boards, {b.id: rs for b, rs in zip(boards, groups)})
     for board in boards:

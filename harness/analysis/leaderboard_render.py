@@ -199,7 +199,8 @@ def board_markdown(board: Board) -> str:
         lines = ["## Leaderboard: no board", "", board.ranking_rule, "", "### Excluded runs", ""]
         lines += [f"- `{_md(x.path)}`: {_md(x.reason)}" for x in board.excluded] or ["- none"]
         return "\n".join(lines) + "\n"
-    lines = [f"## Board {board.id} ({board.kind})", "", _md_fingerprint(board), "",
+    what = board.kind if board.method_kind == "engine" else f"{board.kind}, {board.method_kind}s: end-to-end, ranked apart"
+    lines = [f"## Board {board.id} ({what})", "", _md_fingerprint(board), "",
              f"**Ranking rule.** {board.ranking_rule}", "", f"**{board.task_set_note}**", ""]
     lines += _md_board_tables(board) + _md_runs(board) + _md_history(board)
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ ENGINES.register("xgrammar", "harness.engines.xgrammar_engine:XGrammarEngine")
 ENGINES.register("llguidance", "harness.engines.llguidance_engine:LLGuidanceEngine")
 ENGINES.register("outlines", "harness.engines.outlines_engine:OutlinesEngine")
 ENGINES.register("llamacpp", "harness.engines.llamacpp_engine:LlamaCppGrammarEngine")
+ENGINES.register("unconstrained", "harness.engines.unconstrained:UnconstrainedEngine")  # baseline: no constraint
 # Fault-injection engines for testing the harness itself (never in a default run).
 ENGINES.register("faulty-allow-all", "harness.engines.faulty:AllowAllEngine")
 ENGINES.register("faulty-segfault", "harness.engines.faulty:SegfaultEngine")

@@ -5,5 +5,6 @@ from .base import LanguageModel, TokenizerView
 LMS: Registry[LanguageModel] = Registry("model")
 LMS.register("llamacpp", "harness.lm.llamacpp:LlamaCppLM")
 LMS.register("tabular", "harness.lm.tabular:TabularLM")
+LMS.register("transformers", "harness.lm.transformers_lm:TransformersLM")
 
 __all__ = ["LMS", "LanguageModel", "TokenizerView"]

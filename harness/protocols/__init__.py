@@ -39,7 +39,7 @@ class Protocol:
     settings: dict[str, Any] = field(default_factory=dict)  # run settings it fixes unless a flag says otherwise
 
     def messages(self, task: Task) -> list[dict[str, str]]:
-        if self.shots == 0 or task.kind != "json_schema":
+        if self.shots == 0 or task.kind != "json_schema" or task.scorer:  # quality tasks carry JSB's own prompt
             return task.prompt
         messages = [{"role": "system", "content": JSON_INSTRUCTION}]
         for schema_text, instance_text in fewshot_examples(subset_of(task))[: self.shots]:
@@ -49,6 +49,8 @@ class Protocol:
         return messages
 
     def shots_for(self, task: Task) -> int:
+        if task.scorer:  # a quality task: the few-shot turns of its own prompt
+            return sum(m["role"] == "assistant" for m in task.prompt)
         if self.shots == 0 or task.kind != "json_schema":
             return 0
         return min(self.shots, len(fewshot_examples(subset_of(task))))

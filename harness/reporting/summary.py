@@ -102,15 +102,23 @@ def _timings(ok: pd.DataFrame) -> dict[str, Any]:
             "engine_ms_per_token": registry.per_token_ms(recs, "engine_s")}
 
 
+def method_kinds(df: pd.DataFrame) -> pd.Series:
+    """Each row's method kind: engine (also rows written before frontends existed) or frontend."""
+    return df["method_kind"].fillna("engine") if "method_kind" in df else pd.Series("engine", index=df.index)
+
+
 def summarize_frame(df: pd.DataFrame, bootstrap_seed: int = 0, n_resamples: int = N_RESAMPLES) -> pd.DataFrame:
     out = []
     skipped = is_skipped(df)
+    kinds = method_kinds(df)
     for (engine, sampler), g in df.groupby(["engine", "sampler"], sort=False):
         scored = g[~skipped.loc[g.index]]
-        row: dict[str, Any] = {"engine": engine, "sampler": sampler, "cases": len(scored),
-                               "skipped": int(len(g) - len(scored))}
+        row: dict[str, Any] = {"engine": engine, "sampler": sampler, "method_kind": kinds.loc[g.index[0]],
+                               "cases": len(scored), "skipped": int(len(g) - len(scored))}
         row.update(coverage_metrics(scored, np.random.default_rng(bootstrap_seed), n_resamples))
         row.update(_timings(scored[scored["compile_status"] == "ok"]))
+        if "tgt_s" in scored:
+            row["total_p50_s"] = _median(scored.loc[scored["compile_status"] == "ok", "tgt_s"])
         for s in STATUSES:
             row[f"compile_{s}"] = int((scored["compile_status"] == s).sum())
         for f in FINISHES:
@@ -150,9 +158,36 @@ def _cell(r: pd.Series, col: str, digits: int) -> str:
     return text if se is None or (isinstance(se, float) and np.isnan(se)) else f"{text} ± {_fmt(se, digits)}"
 
 
+def _median(values: pd.Series) -> float | None:
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    return float(values.median()) if len(values) else None
+
+
+def _of_kind(s: pd.DataFrame, kind: str) -> pd.DataFrame:
+    return s[method_kinds(s) == kind] if not s.empty else s
+
+
+def frontend_table(s: pd.DataFrame) -> str:
+    """The frontends' own table: black boxes, so coverage, TTFT (prefill included), TPOT and total time;
+    never in one ranking with the engines."""
+    s = _of_kind(s, "frontend")
+    cols = [("engine", "frontend", 0), ("cases", "n", 0), ("skipped", "skipped", 0),
+            ("declared_coverage", "accepted", 3), ("empirical_coverage", "emp. cov", 3), ("compliance", "compliance", 3),
+            ("ttft_p50_s", "TTFT p50 s", 3), ("tpot_p50_ms", "TPOT p50 ms", 1), ("tpot_p99_ms", "TPOT p99 ms", 1),
+            ("total_p50_s", "total p50 s", 2)]
+    lines = ["| " + " | ".join(c[1] for c in cols) + " | status ok/unsup/err/timeout | finish eos/max/timeout/err |",
+             "|" + "---|" * (len(cols) + 2)]
+    for _, r in s.iterrows():
+        status = "/".join(str(r[f"compile_{x}"]) for x in ("ok", "unsupported", "error", "timeout"))
+        finish = "/".join(str(r[f"finish_{x}"]) for x in ("eos", "max_tokens", "timeout", "error"))
+        lines.append("| " + " | ".join(_cell(r, c, d) for c, _, d in cols) + f" | {status} | {finish} |")
+    return "\n".join(lines) + "\n"
+
+
 def summary_table(s: pd.DataFrame) -> str:
     """A Markdown table of the headline numbers, one row per engine and sampler (coverage metrics
-    as mean ± the standard error of the task-level bootstrap)."""
+    as mean ± the standard error of the task-level bootstrap). Engines only: frontends have their own."""
+    s = _of_kind(s, "engine")
     if s.empty:
         return "(no rows)\n"
     cols = [
@@ -162,7 +197,7 @@ def summary_table(s: pd.DataFrame) -> str:
         ("mask_p50_us", "mask p50 µs", 1), ("mask_p99_us", "mask p99 µs", 1),
         ("lm_ms_per_token", "LM ms/tok", 2), ("engine_ms_per_token", "engine ms/tok", 2),
     ]
-    head = "| " + " | ".join(c[1] for c in cols) + " | status ok/unsup/err/timeout/crash/oom | finish eos/max/forced/dead/timeout/err |"
+    head = "| " + " | ".join(c[1] for c in cols) + " | status ok/unsup/err/timeout/crash/oom | finish eos/max/forced/dead/timeout/oom/crash/err |"
     sep = "|" + "---|" * (len(cols) + 2)
     lines = [head, sep]
     for _, r in s.iterrows():
@@ -188,6 +223,12 @@ def write_summary(run_dir: Path, s: pd.DataFrame, env: dict[str, Any], n_resampl
         summary_table(s),
         "\nEngines: " + "; ".join(f"{k} {v['version']} {v['settings']}" for k, v in env.get("engines", {}).items()) + "\n",
     ]
+    if not _of_kind(s, "frontend").empty:  # end-to-end black boxes: a table of their own (docs/frontends.md)
+        text += ["## Frontends (end-to-end; not ranked with the engines)\n",
+                 "What a library or server returns: accepted = the call took the constraint; TTFT from the request "
+                 "to the first streamed text, prompt prefill included (engine TTFT excludes it); no mask, compile "
+                 "or LM/engine split.\n", frontend_table(s),
+                 "\nFrontends: " + "; ".join(f"{k} {v['version']}" for k, v in env.get("frontends", {}).items()) + "\n"]
     out = "\n".join(text)
     (run_dir / "summary.md").write_text(out, encoding="utf-8")
     s.to_csv(run_dir / "summary.csv", index=False)

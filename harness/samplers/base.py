@@ -16,7 +16,8 @@ import numpy as np
 from ..engines.base import Matcher
 from ..lm.base import LanguageModel
 
-FINISH_REASONS = ("eos", "max_tokens", "forced_stop", "dead_end", "timeout", "error")
+# oom: the case's memory budget (--memory-gb); crash: its worker died in it (--executor ray).
+FINISH_REASONS = ("eos", "max_tokens", "forced_stop", "dead_end", "timeout", "oom", "crash", "error")
 
 
 @dataclass

@@ -12,9 +12,18 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
-def catalog(data_dir: Path) -> list[tuple[str, str, int, str]]:
+Row = tuple[str, str, int, str]
+
+
+def catalog(data_dir: Path) -> list[Row]:
     """Rows of (source, part, tasks, note); a missing source is a row that says so."""
-    rows: list[tuple[str, str, int, str]] = []
+    return _shipped_rows() + _data_rows(data_dir)
+
+
+def _shipped_rows() -> list[Row]:
+    """What the repository itself holds: the built-in suite, the grammars, the generated adversarial
+    cases and the quality samples."""
+    rows: list[Row] = []
     builtin = load_builtin(BUILTIN_DIR)
     n_examples = sum(len(t.examples) for t in builtin)
     rows.append(("builtin", "json_schema", len(builtin), f"{n_examples} labelled instances"))
@@ -36,6 +45,18 @@ def catalog(data_dir: Path) -> list[tuple[str, str, int, str]]:
     rows.append(("adversarial", "replay only", len(adversarial),
                  f"{len(families)} families, {sum(len(t.examples) for t in adversarial)} labelled instances "
                  "(generated: harness/tasks/adversarial.py)"))
+    from .loaders import DATASETS
+
+    for name in sorted(n for n in DATASETS.names() if n.startswith("quality-")):
+        tasks = DATASETS.get(name)(subset="sample")
+        rows.append((name, "sample", len(tasks), "shipped sample (datasets/quality/; --subset full: the HF hub "
+                                                 "cache); scored for correctness (docs/quality.md)"))
+    return rows
+
+
+def _data_rows(data_dir: Path) -> list[Row]:
+    """What the data directory holds: JSONSchemaBench, MaskBench, the JSON Schema Test Suite."""
+    rows: list[Row] = []
     jsb = data_dir / "jsonschemabench" / "schemas"
     if jsb.is_dir():
         total = 0

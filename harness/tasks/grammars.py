@@ -8,7 +8,6 @@ reports "unsupported" for that task.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from ..errors import ConfigError
 from .loaders import REPO_ROOT, _read_json, read_length_bound, select_tasks
@@ -40,7 +39,7 @@ def load_grammar_task(directory: Path) -> Task:
                 length_bound=read_length_bound(meta, meta_path))
 
 
-def load_grammars(directory: str | Path | None = None, subset: str | list[str] | None = None, **_: Any) -> list[Task]:
+def load_grammars(directory: str | Path | None = None, subset: str | list[str] | None = None) -> list[Task]:
     """Every grammar task, or those named in `subset` (directory names), in that order."""
     directory = Path(directory) if directory else GRAMMARS_DIR
     if not directory.is_dir():

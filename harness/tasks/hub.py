@@ -21,10 +21,12 @@ HUB_REPO = "epfl-dlab/JSONSchemaBench"
 SPLITS = ("train", "val", "test")
 
 
-def _offline(flag: bool | None) -> bool:
+def offline_mode(flag: bool | None = None) -> bool:
+    """--offline when given, else HF_HUB_OFFLINE / CDBENCH_OFFLINE: whether Hugging Face files may only
+    come from the local cache (datasets and transformers models alike)."""
     if flag is not None:
         return flag
-    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get("CDBENCH_OFFLINE", "") not in ("", "0")
+    return any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "CDBENCH_OFFLINE"))
 
 
 def snapshot(repo_id: str = HUB_REPO, cache_dir: str | Path | None = None, offline: bool | None = None,
@@ -36,7 +38,7 @@ def snapshot(repo_id: str = HUB_REPO, cache_dir: str | Path | None = None, offli
     patterns = [f"{subset}/*", f"data/{subset}/*", f"**/{subset}/*"] if subset else None
     try:
         path = snapshot_download(repo_id, repo_type="dataset", cache_dir=cache_dir, revision=revision,
-                                 local_files_only=_offline(offline), allow_patterns=patterns)
+                                 local_files_only=offline_mode(offline), allow_patterns=patterns)
     except Exception as exc:  # offline with nothing cached, no network, unknown repo
         where = f" in cache {cache_dir}" if cache_dir else ""
         raise ConfigError(f"hub dataset {repo_id} not available{where}: {type(exc).__name__}: "
@@ -82,6 +84,6 @@ def load_hub(subset: str | list[str] | None, split: str = "test", cache_dir: str
 
 
 def load_hub_dataset(subset: str | list[str] | None = None, split: str = "test", hub_cache: str | None = None,
-                     offline: bool | None = None, **_: Any) -> list[Task]:
+                     offline: bool | None = None) -> list[Task]:
     """The dataset-registry entry: run settings' names for the hub options."""
     return load_hub(subset, split, hub_cache, offline)

@@ -60,7 +60,7 @@ def read_length_bound(doc: dict[str, Any], path: Path) -> int | None:
     return bound
 
 
-def load_fidelity(subset: str | list[str] | None = None, **_: Any) -> list[Task]:
+def load_fidelity(subset: str | list[str] | None = None) -> list[Task]:
     """Small languages with exact targets (`cdbench fidelity`): the skewed binary toy grammar and a
     bounded arithmetic grammar (grammars/), a tiny JSON schema and an enum choice (datasets/fidelity)."""
     from .grammars import load_grammars
@@ -81,8 +81,9 @@ def select_tasks(tasks: list[Task], subset: str | list[str] | None, what: str) -
     return [by_id[n] for n in names]
 
 
-def load_builtin(directory: str | Path | None = None, **_: Any) -> list[Task]:
-    """datasets/builtin/*.json: our own schemas, each with a request, valid and invalid instances."""
+def load_builtin(directory: str | Path | None = None, subset: str | list[str] | None = None) -> list[Task]:
+    """datasets/builtin/*.json: our own schemas, each with a request, valid and invalid instances;
+    `subset`: only the tasks of those ids."""
     directory = Path(directory) if directory else BUILTIN_DIR
     files = sorted(directory.glob("*.json"))
     if not files:
@@ -108,7 +109,17 @@ def load_builtin(directory: str | Path | None = None, **_: Any) -> list[Task]:
                 length_bound=read_length_bound(doc, path),
             )
         )
-    return tasks
+    return _only(tasks, subset, directory)
+
+
+def _only(tasks: list[Task], subset: str | list[str] | None, where: Path) -> list[Task]:
+    if not subset:
+        return tasks
+    wanted = [subset] if isinstance(subset, str) else list(subset)
+    missing = sorted(set(wanted) - {t.id for t in tasks})
+    if missing:
+        raise ConfigError(f"{where}: no task {', '.join(missing)} (have: {', '.join(t.id for t in tasks)})"[:400])
+    return [t for t in tasks if t.id in wanted]
 
 
 def iter_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
@@ -177,8 +188,7 @@ def load_jsonschemabench(directory: str | Path, subset: str | list[str] | None =
     return tasks
 
 
-def load_jsonschemabench_data(subset: str | list[str] | None = None, data_dir: str | Path | None = None,
-                              **_: Any) -> list[Task]:
+def load_jsonschemabench_data(subset: str | list[str] | None = None, data_dir: str | Path | None = None) -> list[Task]:
     """JSONSchemaBench from the data directory ($CDBENCH_DATA_DIR or ../shared/datasets)."""
     from ..config import default_data_dir
 
@@ -193,19 +203,46 @@ DATASETS.register("jsonschemabench", load_jsonschemabench_data)
 DATASETS.register("cfg", "harness.tasks.grammars:load_grammars")
 DATASETS.register("hub", "harness.tasks.hub:load_hub_dataset")
 DATASETS.register("fidelity", load_fidelity)
+DATASETS.register("quality-gsm8k", "harness.tasks.quality:load_gsm8k")
+DATASETS.register("quality-last-letter", "harness.tasks.quality:load_last_letter")
+DATASETS.register("quality-shuffle-objects", "harness.tasks.quality:load_shuffle_objects")
+DATASETS.register("quality-bfcl", "harness.tasks.quality:load_bfcl")
+
+
+def _loader_call(name: str, loader: Any, subset: Any, options: dict[str, Any],
+                 dataset_args: dict[str, Any]) -> list[Task]:
+    """Call a dataset's loader with the run options it takes (data_dir, split, hub_cache, offline: a
+    loader that has no use for one does not declare it) and every --dataset-args key, each of which it
+    must take: a key it does not is a one-line error, not an option silently dropped."""
+    import inspect
+
+    params = inspect.signature(loader).parameters
+    takes = {p for p in params if p != "subset"}
+    unknown = sorted(set(dataset_args) - takes)
+    if unknown:
+        raise ConfigError(f"--dataset-args {', '.join(unknown)}: dataset '{name}' takes no such option "
+                          f"(it takes: {', '.join(sorted(takes)) or 'none'})")
+    passed = {k: v for k, v in options.items() if k in takes and v is not None}
+    return loader(subset=subset, **passed, **dataset_args)
 
 
 def load_tasks(dataset: str | None, subset: str | list[str] | None = None, limit: int | None = None,
-               schema_files: list[str] | None = None, **options: Any) -> list[Task]:
+               schema_files: list[str] | None = None, dataset_args: dict[str, Any] | None = None,
+               **options: Any) -> list[Task]:
     """Resolve a dataset name or directory into tasks; a directory is read in the JSB layout.
 
-    `options` (data_dir, split, hub_cache, offline) go to the named dataset's loader."""
+    `options` (data_dir, split, hub_cache, offline) go to the named dataset's loader when it takes
+    them; `dataset_args` (--dataset-args) go to it whole."""
+    dataset_args = dataset_args or {}
+    if dataset_args and (schema_files or dataset not in DATASETS.names()):
+        raise ConfigError("--dataset-args needs a named dataset (--dataset NAME: "
+                          f"{', '.join(DATASETS.names())})")
     if schema_files:
         tasks = [load_schema_file(p) for p in schema_files]
-    elif dataset in (None, "", "builtin"):
+    elif dataset in (None, ""):
         tasks = load_builtin()
     elif dataset in DATASETS.names():
-        tasks = DATASETS.get(dataset)(subset=subset, **options)
+        tasks = _loader_call(dataset, DATASETS.get(dataset), subset, options, dataset_args)
     else:
         path = Path(dataset)
         if not path.exists():

@@ -28,6 +28,10 @@ class Task:
     examples: list[Example] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     length_bound: int | None = None  # fidelity tasks: the token bound T that makes L finite and small
+    # quality tasks: the reference answer (BFCL: function and possible answers) and the name of
+    # the scorer in harness.scoring.quality that judges an output against it
+    reference: Any = None
+    scorer: str | None = None
 
     @property
     def schema_text(self) -> str:

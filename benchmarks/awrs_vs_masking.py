@@ -8,7 +8,8 @@ Per engine and sampler it prints, per step (one step = one LM call = one token o
   evals/step      constraint evaluations (ALGORITHMS.md 3.6): |V| for masking (EOS is inside V),
                   every single-token check for AWRS (both passes; repeats of x counted)
   x fewer         masking's evaluations per step divided by this sampler's (target >= 1000)
-  wall, LM, engine, sampler  ms per step (engine = mask or check + advance)
+  wall, LM, engine, sampler  ms per step (engine = mask or check + advance; sampler = the
+                  sampler's own time: softmax, draws, bookkeeping), each also as AWRS vs masking
   compliance      valid outputs among those that ended by the model's stop token (target 100 %),
                   and among all cases (truncation at max_tokens counts as invalid)
 
@@ -72,13 +73,14 @@ def show(title: str, t: pd.DataFrame) -> None:
     print("|" + "---|" * len(cols))
     for _, r in t.iterrows():
         print("| " + " | ".join(fmt.get(c, "{}").format(r[c]) for c in cols) + " |")
-    print("\nengine ms/step, AWRS / masking:")
-    for engine, g in t.groupby("engine", sort=False):
-        m = g[g.sampler == "masking"]["engine ms"]
-        a = g[g.sampler == "awrs"]["engine ms"]
-        if len(m) and len(a):
-            verdict = "lower" if a.iloc[0] < m.iloc[0] else "NOT lower"
-            print(f"  {engine:11s} {a.iloc[0]:.3f} vs {m.iloc[0]:.3f}  ({m.iloc[0] / a.iloc[0]:.1f}x, {verdict})")
+    for col in ("engine ms", "wall ms", "sampler ms"):
+        print(f"\n{col}/step, AWRS vs masking:")
+        for engine, g in t.groupby("engine", sort=False):
+            m = g[g.sampler == "masking"][col]
+            a = g[g.sampler == "awrs"][col]
+            if len(m) and len(a):
+                verdict = "at or below" if a.iloc[0] <= m.iloc[0] else "ABOVE"
+                print(f"  {engine:11s} {a.iloc[0]:.3f} vs {m.iloc[0]:.3f}  ({m.iloc[0] / a.iloc[0]:.2f}x, {verdict})")
 
 
 def main() -> None:

@@ -202,8 +202,8 @@ def test_evaluations_near_two_over_z():
 
 @pytest.mark.parametrize("max_redraws", [64, 0])
 def test_cheap_visiting_order_is_sampling_without_replacement(max_redraws):
-    """Inverse-CDF draws with repeats dropped (and the Gumbel fallback, forced by max_redraws=0)
-    give the Plackett-Luce distribution of the first two tokens, with a removed token skipped."""
+    """Inverse-CDF draws over the tokens left (with max_redraws=0: no redraw ever needed) give
+    the Plackett-Luce distribution of the first two tokens, with a removed token skipped."""
     from itertools import islice
 
     from harness.samplers.awrs import without_replacement
@@ -225,16 +225,90 @@ def test_cheap_visiting_order_is_sampling_without_replacement(max_redraws):
         assert abs(k / n - exact) < 0.01, ((a, b), k / n, exact)
 
 
+def test_gumbel_fallback_order_is_sampling_without_replacement():
+    """The fallback order (Gumbel keys on logp, used once no positive mass is left) gives the same
+    Plackett-Luce pairs, a removed token skipped."""
+    from itertools import islice
+
+    from harness.samplers.awrs import gumbel_order
+
+    p = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+    rng = np.random.default_rng(11)
+    n = 20000
+    counts: dict[tuple[int, int], int] = {}
+    for _ in range(n):
+        pair = tuple(islice(gumbel_order(np.log(p), rng, {3}), 2))
+        counts[pair] = counts.get(pair, 0) + 1
+    q = np.where(np.arange(5) == 3, 0.0, p) / (1 - p[3])
+    for (a, b), k in counts.items():
+        assert 3 not in (a, b) and a != b
+        assert abs(k / n - q[a] * q[b] / (1 - q[a])) < 0.012, ((a, b), k / n)
+
+
+def test_order_goes_on_past_the_positive_mass_by_logp():
+    """Tokens whose probability underflows to 0 but whose logp is finite come after every token of
+    positive mass (by the Gumbel fallback); a token of logp -inf never comes."""
+    from harness.samplers.awrs import without_replacement
+
+    logp = np.array([-800.0, 0.0, -np.inf, -1.0, -801.0])
+    for seed in range(20):
+        order = list(without_replacement(logp, np.random.default_rng(seed)))
+        assert sorted(order[:2]) == [1, 3] and sorted(order[2:]) == [0, 4], order
+
+
+def test_visiting_order_passes_a_chi_square_test_against_plackett_luce():
+    """The first two visited tokens over a vocabulary of three blocks (hot tokens at block edges,
+    a removed token inside a hot block, mass spread thinly over the rest) against the exact
+    without-replacement probabilities, by a chi-square test with a fixed seed. Drawing with
+    replacement, visiting a removed token or a block located one off fails it."""
+    from itertools import islice
+
+    from scipy.stats import chisquare
+
+    from harness.samplers.awrs import BLOCK, step_tables, without_replacement
+
+    vocab = 2 * BLOCK + 37
+    hot = [3, BLOCK - 1, BLOCK, BLOCK + 2, vocab - 1]
+    removed = 5
+    p = np.full(vocab, 0.1 / (vocab - len(hot) - 1))  # the others: 0.1 of the mass, equal shares
+    p[hot] = [0.3, 0.25, 0.15, 0.12, 0.08]
+    p[removed] = 0.2  # removed: the kept mass is 1, so q = p on the kept tokens
+    m, rest = p[0 if 0 not in hot else 1], 0.1  # one other token's mass, all others' mass
+    cats = hot + ["other"]
+    expected = {}
+    for a in cats:
+        pa, left_a = (p[a], 1 - p[a]) if a != "other" else (rest, 1 - m)
+        for b in cats:
+            if a == b and a != "other":
+                continue
+            pb = p[b] if b != "other" else (rest if a != "other" else rest - m)
+            expected[(a, b)] = pa * pb / left_a
+    assert abs(sum(expected.values()) - 1) < 1e-9
+    rng = np.random.default_rng(2024)
+    logp = np.log(p)
+    tables = step_tables(logp, p)
+    n = 20000
+    seen = {key: 0 for key in expected}
+    for _ in range(n):
+        a, b = islice(without_replacement(logp, rng, {removed}, tables=tables), 2)
+        assert a != b and removed not in (a, b)
+        seen[(a if a in hot else "other", b if b in hot else "other")] += 1
+    keys = sorted(expected, key=str)
+    result = chisquare([seen[k] for k in keys], [n * expected[k] for k in keys])
+    assert result.pvalue > 1e-3, (result, {k: (seen[k], n * expected[k]) for k in keys})
+
+
 def test_step_tables_are_exact_on_a_large_vocabulary():
-    """One exp per step, a float64 running sum: the cdf's last entry is the total mass to 1e-9."""
+    """One exp per step, float64 block sums: together they are the total mass to 1e-6 (float32 p)."""
     from harness.lm.base import log_softmax, softmax_pair
     from harness.samplers.awrs import step_tables
 
     x = np.random.default_rng(0).normal(size=262144).astype(np.float32) * 4
     logp, p = softmax_pair(x)
     assert np.allclose(logp, log_softmax(x), atol=1e-6) and np.allclose(p, np.exp(log_softmax(x)), rtol=1e-5)
-    _, cdf = step_tables(logp, p)
-    assert cdf.dtype == np.float64 and abs(cdf[-1] - 1.0) < 1e-6
+    _, sums = step_tables(logp, p)
+    assert sums.dtype == np.float64 and abs(sums.sum() - 1.0) < 1e-6
+    assert abs(sums.sum() - np.sum(p, dtype=np.float64)) < 1e-12
 
 
 def test_block_draws_follow_p_across_blocks():

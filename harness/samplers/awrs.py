@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -71,52 +71,104 @@ def gumbel_order(logp: np.ndarray, rng: np.random.Generator, removed: set[int] |
 BLOCK = 1024
 
 
-def step_tables(logp: np.ndarray, p: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """p and the running sum of its blocks of BLOCK tokens, computed once per step and shared by
-    both passes. A draw finds its block in the block sums, then its token in that block's own
-    running sum: exact, and ~0.15 ms a step instead of a full cumulative sum over 262k tokens
-    (~0.9 ms). Sums are float64: a float32 running sum over 262k tokens drifts by ~1e-3."""
+class StepTables(NamedTuple):
+    """What both passes of a step share, computed once per step: p, and the float64 sum of each
+    block of BLOCK tokens (the last block may be shorter)."""
+
+    p: np.ndarray
+    sums: np.ndarray
+
+
+def step_tables(logp: np.ndarray, p: np.ndarray | None = None) -> StepTables:
+    """p (exp(logp) unless given) and its block sums: the step's only pass over the vocabulary
+    (~0.1 ms on 262k tokens). Sums are float64, so a block sum and that block's own float64
+    running sum agree to rounding and every draw is exact."""
     p = np.exp(logp) if p is None else p
-    pad = (-len(p)) % BLOCK
-    blocks = (np.concatenate([p, np.zeros(pad, dtype=p.dtype)]) if pad else p).reshape(-1, BLOCK)
-    return p, np.cumsum(blocks.sum(axis=1, dtype=np.float64))
+    full = len(p) // BLOCK * BLOCK
+    sums = p[:full].reshape(-1, BLOCK).sum(axis=1, dtype=np.float64)
+    if full < len(p):
+        sums = np.append(sums, p[full:].sum(dtype=np.float64))
+    return StepTables(p, sums)
 
 
-def _draw(p: np.ndarray, block_cdf: np.ndarray, r: float) -> int:
-    """The token whose interval of the cumulative distribution holds r (0 <= r < total)."""
-    b = int(np.searchsorted(block_cdf, r, side="right"))
-    if b >= len(block_cdf):
-        return len(p)
-    start = b * BLOCK
-    local = np.cumsum(p[start:start + BLOCK], dtype=np.float64)
-    i = int(np.searchsorted(local, r - (block_cdf[b - 1] if b else 0.0), side="right"))
-    return start + min(i, len(local) - 1)
+class Remaining:
+    """The tokens not removed yet, for exact draws from p renormalised over them.
+
+    Removing a token subtracts its probability from its block's sum while the sum stays above
+    half its last exact value (so the rounding stays within a few ulps); otherwise the block is
+    re-summed over the tokens left in it (BLOCK entries). The mass left is the sum of the block
+    sums, kept the same way. So it stays exact to float64 rounding however small it gets next to what was
+    removed (ALGORITHMS.md 3.3 detail 6), with no redraws, and a draw is two small running sums:
+    over the block sums, then inside the chosen block."""
+
+    def __init__(self, tables: StepTables, removed: Iterable[int] = ()) -> None:
+        self.p = tables.p
+        self.sums = tables.sums.copy()
+        self.removed: set[int] = set()
+        self._gone: dict[int, list[int]] = {}  # block -> offsets of its removed tokens
+        self._exact_block: dict[int, float] = {}  # block -> its last exactly summed value
+        self._left = self._exact = float(self.sums.sum())
+        for t in removed:
+            self.remove(t)
+
+    def _block(self, b: int) -> np.ndarray:
+        """Block b's probabilities in float64, its removed tokens zeroed."""
+        local = self.p[b * BLOCK:(b + 1) * BLOCK].astype(np.float64)
+        local[self._gone.get(b, [])] = 0.0
+        return local
+
+    def remove(self, t: int) -> None:
+        if t in self.removed:
+            return
+        self.removed.add(t)
+        b = t // BLOCK
+        self._gone.setdefault(b, []).append(t - b * BLOCK)
+        before = float(self.sums[b])
+        after = before - float(self.p[t])
+        if after < 0.5 * self._exact_block.setdefault(b, before):
+            after = self._exact_block[b] = float(self._block(b).sum())
+        self.sums[b] = after
+        self._left += after - before
+        if self._left < 0.5 * self._exact:
+            self._left = self._exact = float(self.sums.sum())
+
+    def mass(self) -> float:
+        return max(self._left, 0.0)
+
+    def draw(self, u: float) -> int:
+        """The token at fraction u (0 <= u < 1) of the mass left: -1 if u * mass fell past the
+        last interval by rounding (the caller draws again, which keeps the draw exact)."""
+        cdf = np.cumsum(self.sums)
+        r = u * cdf[-1]
+        b = int(np.searchsorted(cdf, r, side="right"))
+        if b >= len(cdf):
+            return -1
+        local = np.cumsum(self._block(b))
+        i = int(np.searchsorted(local, r - (cdf[b - 1] if b else 0.0), side="right"))
+        return b * BLOCK + i if i < len(local) else -1
 
 
 def without_replacement(logp: np.ndarray, rng: np.random.Generator, removed: set[int] | frozenset[int] = frozenset(),
-                        max_redraws: int = 64, tables: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[int]:
-    """The same order distribution as `gumbel_order`, cheaper on a large vocabulary: draw from p
-    by inverse CDF and redraw tokens already seen (drawing with replacement and dropping repeats
-    is sampling without replacement). When repeats pile up (most of the mass already seen), the
-    rest of the order comes from Gumbel keys over the unseen tokens, which is the same
-    conditional distribution. `tables` = step_tables(logp), when the caller has them already."""
-    p, block_cdf = tables if tables is not None else step_tables(logp)
-    total = float(block_cdf[-1])
-    seen = set(removed)
-    seen_mass = float(p[list(seen)].sum()) if seen else 0.0
-    redraws = 0
-    while total - seen_mass > 1e-9 * total:
-        t = _draw(p, block_cdf, rng.random() * total)
-        if t >= len(p) or t in seen or p[t] == 0.0:
-            redraws += 1
-            if redraws > max_redraws:
+                        max_redraws: int = 64, tables: StepTables | None = None) -> Iterator[int]:
+    """The same order distribution as `gumbel_order`, without a pass over the vocabulary per
+    token: each token is an inverse-CDF draw from p renormalised over the tokens neither removed
+    nor visited yet (Remaining), which is sampling without replacement by definition. Once no
+    positive mass is left (or rounding spoils more than max_redraws draws in a row), the rest of
+    the order comes from Gumbel keys on logp over the unseen tokens, the same conditional
+    distribution. `tables` = step_tables(logp), when the caller has them already."""
+    rest = Remaining(tables if tables is not None else step_tables(logp), removed)
+    misses = 0
+    while rest.mass() > 0.0:
+        t = rest.draw(rng.random())
+        if t < 0 or t in rest.removed or rest.p[t] == 0.0:
+            misses += 1
+            if misses > max_redraws:
                 break
             continue
-        redraws = 0
-        seen.add(t)
-        seen_mass += float(p[t])
+        misses = 0
+        rest.remove(t)
         yield t
-    yield from gumbel_order(logp, rng, seen)
+    yield from gumbel_order(logp, rng, rest.removed)
 
 
 @dataclass
@@ -131,29 +183,20 @@ class KeptMass:
 
     A running `total - removed` loses the kept mass to rounding once it falls below the rounding
     of what was removed: in float32 a token holding all but 1e-9 of the mass is exactly 1.0, and
-    `1 - R` came out 0, a spurious -inf weight (ALGORITHMS.md 3.3 detail 6). Here the running
-    value is float64, and whenever it has fallen below REFRESH of its last exact value it is
-    re-summed over the kept tokens themselves (one vectorised pass). Each re-sum divides the
-    kept mass by at least 1/REFRESH, so a step makes only a handful, and only near R = 1."""
+    `1 - R` came out 0, a spurious -inf weight (ALGORITHMS.md 3.3 detail 6). Here the kept mass
+    is the sum of the block sums left (Remaining), each re-summed over its kept tokens: no
+    cancellation, and a few microseconds per rejection instead of a pass over the vocabulary."""
 
-    REFRESH = 1e-6
-
-    def __init__(self, p: np.ndarray, total: float) -> None:
-        self.p = p
-        self.total = float(total)
-        self.left = self.exact = self.total
+    def __init__(self, tables: StepTables) -> None:
+        self.p = tables.p
+        self._rest = Remaining(tables)
+        self.total = self.left = self._rest.mass()
         self.removed: list[int] = []
 
     def remove(self, t: int) -> None:
         self.removed.append(t)
-        pt = float(self.p[t])
-        if pt == 0.0:
-            return
-        self.left -= pt
-        if self.left < self.REFRESH * self.exact:
-            keep = np.ones(len(self.p), dtype=bool)
-            keep[self.removed] = False
-            self.left = self.exact = float(np.sum(self.p, where=keep, dtype=np.float64))
+        self._rest.remove(t)
+        self.left = self._rest.mass()
 
     def share(self, t: int) -> float:
         """t's probability renormalised over the kept tokens (t among them)."""
@@ -167,7 +210,7 @@ class KeptMass:
 Visit = Callable[[frozenset[int]], Iterator[int]]  # removed tokens -> tokens in without-replacement order
 
 
-def visitor(logp: np.ndarray, rng: np.random.Generator, tables: tuple[np.ndarray, np.ndarray]) -> Visit:
+def visitor(logp: np.ndarray, rng: np.random.Generator, tables: StepTables) -> Visit:
     return lambda removed: without_replacement(logp, rng, removed, tables=tables)
 
 
@@ -179,11 +222,11 @@ def paper_step(logp: np.ndarray, check: Callable[[int], bool], rng: np.random.Ge
     return paper_walk(tables, check, visitor(logp, rng, tables), estimator, log_zp)
 
 
-def paper_walk(tables: tuple[np.ndarray, np.ndarray], check: Callable[[int], bool], visit: Visit,
+def paper_walk(tables: StepTables, check: Callable[[int], bool], visit: Visit,
                estimator: Estimator = PAPER, log_zp: float = 0.0) -> StepResult:
     """The paper's two passes over the orders `visit` gives: all of the step but the randomness,
     so tests can run it on every visiting order and enumerate its expectation exactly."""
-    kept = KeptMass(tables[0], float(tables[1][-1]))
+    kept = KeptMass(tables)
     evals = 0
     x = -1
     for t in visit(frozenset()):
@@ -220,11 +263,11 @@ def recursive_step(logp: np.ndarray, check: Callable[[int], bool], rng: np.rando
     return recursive_walk(tables, check, visitor(logp, rng, tables), log_zp)
 
 
-def recursive_walk(tables: tuple[np.ndarray, np.ndarray], check: Callable[[int], bool], visit: Visit,
+def recursive_walk(tables: StepTables, check: Callable[[int], bool], visit: Visit,
                    log_zp: float = 0.0) -> StepResult:
     """RAWRS over the order `visit` gives (see paper_walk). A rejection's factor 1 - q is the ratio
     of the kept mass after and before it, so it stays exact when q is within rounding of 1."""
-    kept = KeptMass(tables[0], float(tables[1][-1]))
+    kept = KeptMass(tables)
     log_w = 0.0
     evals = 0
     order = visit(frozenset())

@@ -7,6 +7,7 @@ SMC and ASAp branch and backtrack.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
@@ -90,13 +91,17 @@ def logsumexp(a: Sequence[float] | np.ndarray) -> float:
 
 
 def softmax_pair(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(log-probabilities, probabilities) with one exp over the vocabulary; the normaliser is
-    summed in float64 as in log_softmax."""
+    """(log-probabilities, probabilities) in x's float dtype (float32 logits stay float32: half
+    the memory traffic of the sampler's per-step passes), with one exp over the vocabulary and
+    no temporaries beyond the two outputs; the normaliser is summed in float64 as in log_softmax."""
     x = np.asarray(x)
-    shifted = x - np.max(x)
-    e = np.exp(shifted)
-    z = np.sum(e, dtype=np.float64)
-    return shifted - np.log(z), e / e.dtype.type(z)
+    dtype = x.dtype.type if np.issubdtype(x.dtype, np.floating) else np.float64
+    logp = np.subtract(x, np.max(x), dtype=dtype)
+    p = np.exp(logp)
+    z = float(np.sum(p, dtype=np.float64))
+    logp -= dtype(math.log(z))
+    p /= dtype(z)
+    return logp, p
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:

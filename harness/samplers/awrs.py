@@ -12,8 +12,9 @@ every visiting sequence exactly.
 from __future__ import annotations
 
 import math
+from bisect import insort
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -71,12 +72,42 @@ def gumbel_order(logp: np.ndarray, rng: np.random.Generator, removed: set[int] |
 BLOCK = 1024
 
 
-class StepTables(NamedTuple):
-    """What both passes of a step share, computed once per step: p, and the float64 sum of each
-    block of BLOCK tokens (the last block may be shorter)."""
+class StepTables:
+    """What every pass of a step shares, computed once per step: p, the float64 sum of each block
+    of BLOCK tokens (the last block may be shorter), the blocks holding mass in decreasing order
+    of it, and (lazily, only for blocks drawn from) each block's float64 running sum. Unpacks as
+    (p, sums)."""
 
-    p: np.ndarray
-    sums: np.ndarray
+    def __init__(self, p: np.ndarray, sums: np.ndarray) -> None:
+        self.p = p
+        self.sums = sums
+        self.sum_list: list[float] = sums.tolist()
+        self.total = float(sums.sum())
+        order = np.argsort(-sums, kind="stable")
+        self.order: list[int] = order[: int(np.count_nonzero(sums > 0.0))].tolist()
+        self._cums: dict[int, np.ndarray] = {}
+        self._kept: dict[tuple[int, tuple[int, ...]], float] = {}
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter((self.p, self.sums))
+
+    def cum(self, b: int) -> np.ndarray:
+        """Block b's running sum in float64 (all its tokens): computed once per step."""
+        c = self._cums.get(b)
+        if c is None:
+            c = self._cums[b] = np.cumsum(self.p[b * BLOCK:(b + 1) * BLOCK], dtype=np.float64)
+        return c
+
+    def kept_sum(self, b: int, gone: list[int]) -> float:
+        """Block b's mass without the tokens at offsets `gone`, summed afresh in float64; cached,
+        since every pass of a step (and KeptMass) removes the same rejections."""
+        key = (b, tuple(gone))
+        s = self._kept.get(key)
+        if s is None:
+            local = self.p[b * BLOCK:(b + 1) * BLOCK].astype(np.float64)
+            local[gone] = 0.0
+            s = self._kept[key] = float(local.sum())
+        return s
 
 
 def step_tables(logp: np.ndarray, p: np.ndarray | None = None) -> StepTables:
@@ -97,55 +128,103 @@ class Remaining:
     Removing a token subtracts its probability from its block's sum while the sum stays above
     half its last exact value (so the rounding stays within a few ulps); otherwise the block is
     re-summed over the tokens left in it (BLOCK entries). The mass left is the sum of the block
-    sums, kept the same way. So it stays exact to float64 rounding however small it gets next to what was
-    removed (ALGORITHMS.md 3.3 detail 6), with no redraws, and a draw is two small running sums:
-    over the block sums, then inside the chosen block."""
+    sums, kept the same way. So it stays exact to float64 rounding however small it gets next to
+    what was removed (ALGORITHMS.md 3.3 detail 6), with no redraws. It is all Python floats and
+    short lists (a removed token is a skip in its block's running sum), so a check costs a few
+    microseconds, not numpy calls. draws=False: the mass only (no skips kept)."""
 
-    def __init__(self, tables: StepTables, removed: Iterable[int] = ()) -> None:
+    def __init__(self, tables: StepTables, removed: Iterable[int] = (), draws: bool = True) -> None:
+        self.tables = tables
         self.p = tables.p
-        self.sums = tables.sums.copy()
+        self.sums = list(tables.sum_list)
         self.removed: set[int] = set()
-        self._gone: dict[int, list[int]] = {}  # block -> offsets of its removed tokens
+        self._draws = draws
+        self._gone: dict[int, list[int]] = {}  # block -> offsets of its removed tokens, ascending
+        self._skips: dict[int, list[tuple[float, float]]] = {}  # block -> (start, width) of those in its running sum
         self._exact_block: dict[int, float] = {}  # block -> its last exactly summed value
-        self._left = self._exact = float(self.sums.sum())
-        for t in removed:
-            self.remove(t)
+        self._left = self._exact = tables.total
+        self._remove_all(removed)
 
-    def _block(self, b: int) -> np.ndarray:
-        """Block b's probabilities in float64, its removed tokens zeroed."""
-        local = self.p[b * BLOCK:(b + 1) * BLOCK].astype(np.float64)
-        local[self._gone.get(b, [])] = 0.0
-        return local
+    def _remove_all(self, removed: Iterable[int]) -> None:
+        """Remove many tokens at once: each block's sum updated once (re-summed if it fell below
+        half), then the mass left summed afresh."""
+        for t in removed:
+            if t not in self.removed:
+                self.removed.add(t)
+                self._gone.setdefault(t // BLOCK, []).append(t % BLOCK)
+        for b, gone in self._gone.items():
+            gone.sort()
+            if self._draws:
+                self._skips[b] = [self._skip(b, i) for i in gone]
+            exact = self.sums[b]
+            after = exact - sum(float(self.p[b * BLOCK + i]) for i in gone)
+            if after < 0.5 * exact:
+                after = exact = self.tables.kept_sum(b, gone)
+            self.sums[b] = after
+            self._exact_block[b] = exact
+        if self._gone:
+            self._left = self._exact = math.fsum(self.sums)
+
+    def _skip(self, b: int, i: int) -> tuple[float, float]:
+        """Token i of block b as an interval of the block's running sum: (start, width)."""
+        cum = self.tables.cum(b)
+        start = float(cum[i - 1]) if i else 0.0
+        return start, float(cum[i]) - start
 
     def remove(self, t: int) -> None:
         if t in self.removed:
             return
         self.removed.add(t)
-        b = t // BLOCK
-        self._gone.setdefault(b, []).append(t - b * BLOCK)
-        before = float(self.sums[b])
+        b, i = divmod(t, BLOCK)
+        insort(self._gone.setdefault(b, []), i)
+        if self._draws:
+            insort(self._skips.setdefault(b, []), self._skip(b, i))
+        before = self.sums[b]
         after = before - float(self.p[t])
         if after < 0.5 * self._exact_block.setdefault(b, before):
-            after = self._exact_block[b] = float(self._block(b).sum())
+            after = self._exact_block[b] = self.tables.kept_sum(b, self._gone[b])
         self.sums[b] = after
         self._left += after - before
         if self._left < 0.5 * self._exact:
-            self._left = self._exact = float(self.sums.sum())
+            self._left = self._exact = math.fsum(self.sums)
 
     def mass(self) -> float:
         return max(self._left, 0.0)
 
     def draw(self, u: float) -> int:
-        """The token at fraction u (0 <= u < 1) of the mass left: -1 if u * mass fell past the
-        last interval by rounding (the caller draws again, which keeps the draw exact)."""
-        cdf = np.cumsum(self.sums)
-        r = u * cdf[-1]
-        b = int(np.searchsorted(cdf, r, side="right"))
-        if b >= len(cdf):
-            return -1
-        local = np.cumsum(self._block(b))
-        i = int(np.searchsorted(local, r - (cdf[b - 1] if b else 0.0), side="right"))
-        return b * BLOCK + i if i < len(local) else -1
+        """The token at fraction u (0 <= u < 1) of the mass left, by inverse CDF over the blocks
+        (in the fixed order of decreasing initial mass, so the first draws stop early) and then
+        inside the chosen block: -1 if rounding put u past the last interval or on a removed
+        token (the caller draws again, which keeps the draw exact)."""
+        r = u * self._left
+        sums = self.sums
+        for b in self.tables.order:
+            s = sums[b]
+            if r < s:
+                return self._draw_in(b, r)
+            r -= s
+        return -1
+
+    def _draw_in(self, b: int, r: float) -> int:
+        """The kept token of block b at mass r into the block's kept mass: r is moved past the
+        interval of each removed token it reaches (ascending), then located in the block's
+        running sum of all its tokens, which is inverse CDF over the kept tokens."""
+        cum = self.tables.cum(b)
+        for start, width in self._skips.get(b, ()):
+            if r < start:
+                break
+            r += width
+        i = int(cum.searchsorted(r, "right"))
+        t = b * BLOCK + i
+        return t if i < len(cum) and t not in self.removed else -1
+
+
+def uniforms(rng: np.random.Generator, n: int = 4) -> Iterator[float]:
+    """Independent uniforms on [0, 1), drawn n at a time (n growing): rng.random() alone costs
+    ~0.7 us a call."""
+    while True:
+        yield from rng.random(n).tolist()
+        n = min(4 * n, 1024)
 
 
 def without_replacement(logp: np.ndarray, rng: np.random.Generator, removed: set[int] | frozenset[int] = frozenset(),
@@ -157,10 +236,11 @@ def without_replacement(logp: np.ndarray, rng: np.random.Generator, removed: set
     the order comes from Gumbel keys on logp over the unseen tokens, the same conditional
     distribution. `tables` = step_tables(logp), when the caller has them already."""
     rest = Remaining(tables if tables is not None else step_tables(logp), removed)
+    draw, uniform, p = rest.draw, uniforms(rng).__next__, rest.p
     misses = 0
     while rest.mass() > 0.0:
-        t = rest.draw(rng.random())
-        if t < 0 or t in rest.removed or rest.p[t] == 0.0:
+        t = draw(uniform())
+        if t < 0 or p[t] == 0.0:
             misses += 1
             if misses > max_redraws:
                 break
@@ -189,7 +269,7 @@ class KeptMass:
 
     def __init__(self, tables: StepTables) -> None:
         self.p = tables.p
-        self._rest = Remaining(tables)
+        self._rest = Remaining(tables, draws=False)
         self.total = self.left = self._rest.mass()
         self.removed: list[int] = []
 

@@ -73,6 +73,8 @@ class RunConfig:
                            choices=("float32", "bfloat16", "float16"))
     n_ctx: int = option(4096, "LM context size")
     lm_threads: int | None = option(None, "LM threads (default: all cores)")
+    lm_batch: bool = option(False, "awrs-smc on llama.cpp: evaluate the live particles' next tokens in one batch "
+                            "(faster; the logits then depend on the batch, not on the prefix alone)")
     whitespace: str = option("compact", "JSON whitespace the engines allow", choices=("compact", "flexible"))
     strict: bool = option(True, "xgrammar strict_mode (no additional properties unless the schema allows them)")
     engine_threads: int = option(1, "engine compile threads (MaskBench uses 1)")

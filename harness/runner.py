@@ -58,12 +58,14 @@ def load_lm(cfg: RunConfig) -> LanguageModel:
                           n_threads=cfg.lm_threads, offline=cfg.offline)
     from .lm.cpu_check import check_llama_runs
     from .lm.default_model import default_model_path
+    from .lm.kv_sequences import sequences_for
     from .lm.llamacpp import LlamaCppLM, check_model_path
 
     path = cfg.model or str(default_model_path())
     check_model_path(path)
     check_llama_runs(path)  # a build for another CPU is one clear line, not a core dump
-    return LlamaCppLM(path, n_ctx=cfg.n_ctx, n_threads=cfg.lm_threads)
+    return LlamaCppLM(path, n_ctx=cfg.n_ctx, n_threads=cfg.lm_threads,
+                      n_seq=sequences_for(cfg.samplers, cfg.particles), lm_batch=cfg.lm_batch)
 
 
 def percentiles_us(times_s: list[float]) -> dict[str, float | None]:

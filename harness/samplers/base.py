@@ -96,6 +96,15 @@ class TimedLM:
         self._gen.forward_passes += 1
         return out
 
+    def logits_many(self, prefixes: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """One batched call (an LM built with --lm-batch): one forward pass per prefix, as if each
+        were asked alone, so rows compare with the unbatched schedule."""
+        t0 = now()
+        out = self._lm.logits_many(prefixes)
+        self._gen.lm_s += now() - t0
+        self._gen.forward_passes += len(prefixes)
+        return out
+
 
 class TimedMatcher:
     """The engine seam: every mask, check, advance and fork timed into the Generation (mask_s with

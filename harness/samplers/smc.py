@@ -11,6 +11,10 @@ resamplings and of live particles. When every weight is zero there is no sample:
 text, finish `dead_end`, and the longest dead particle's text only in `dead_end_text`.
 Forking a matcher is engine work (outlines replays the whole history): timed, booked into
 the row's `fork_s` (part of engine_s).
+An LM built with `lm_batch` (--lm-batch) that has `logits_many` gets the live particles' prefixes
+in one call, their new tokens evaluated in one llama.cpp batch: faster, but the logits then
+depend on the batch (rows say so in x_lm_batch). Otherwise every particle asks `logits` alone,
+and an LM with one KV sequence per particle (LlamaCppLM n_seq) never re-evaluates a suffix.
 """
 from __future__ import annotations
 
@@ -105,7 +109,8 @@ class AWRSSMCSampler:
     def _run(self, s: Seams, prompt: list[int], max_tokens: int) -> None:
         gen = s.gen
         parts = [Particle(s.matcher)] + [Particle(s.matcher.fork()) for _ in range(self.particles - 1)]
-        resamplings = 0
+        resamplings = steps = 0
+        batched = self._batches(s.lm)
         try:
             for step_index in range(max_tokens + 1):
                 live = [p for p in parts if not p.done]
@@ -114,8 +119,11 @@ class AWRSSMCSampler:
                 if s.expired():
                     gen.finish_reason = "timeout"
                     break
-                for part in live:
-                    self._extend(s, prompt, part, step_index == max_tokens)
+                steps += 1
+                batch = s.lm.logits_many([prompt + p.tokens for p in live]) if batched else None
+                for j, part in enumerate(live):
+                    logits = batch[j] if batch is not None else s.lm.logits(prompt + part.tokens)
+                    self._extend(s, part, logits, step_index == max_tokens)
                     s.first_token()
                 log_w = np.array([p.log_w for p in parts])
                 if self.particles > 1 and any(not p.done for p in parts) and \
@@ -126,13 +134,18 @@ class AWRSSMCSampler:
             gen.finish_reason = "error"
             gen.error = f"{type(exc).__name__}: {exc}"
         self._finish(gen, s.lm, parts, s.rng)
-        gen.extra["resamplings"] = resamplings
+        gen.extra.update({"resamplings": resamplings, "smc_steps": steps, "lm_batch": batched})
 
-    def _extend(self, s: Seams, prompt: list[int], part: Particle, forced: bool) -> None:
-        """One step of one live particle: an AWRS step, or at the length bound the forced stop
-        with weight p(stop|u) * member(u) (summed in log space from the normalised log-probabilities)."""
+    def _batches(self, lm: LanguageModel) -> bool:
+        """Batch the particles' forward passes: several particles and an LM built to batch."""
+        return self.particles > 1 and bool(getattr(lm, "lm_batch", False)) and hasattr(lm, "logits_many")
+
+    def _extend(self, s: Seams, part: Particle, logits: np.ndarray, forced: bool) -> None:
+        """One step of one live particle given the logits after its prefix: an AWRS step, or at
+        the length bound the forced stop with weight p(stop|u) * member(u) (summed in log space
+        from the normalised log-probabilities)."""
         tokenizer = s.lm.tokenizer
-        logp, probs = softmax_pair(s.lm.logits(prompt + part.tokens))
+        logp, probs = softmax_pair(logits)
         if forced:
             member = part.matcher.check(tokenizer.eos_id)
             part.log_w += logsumexp(logp[sorted(tokenizer.stops)]) if member else -math.inf

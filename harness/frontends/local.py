@@ -13,6 +13,7 @@ second copy of the weights, ~0.3 GB for the default model). Two things are made 
 """
 from __future__ import annotations
 
+import atexit
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, Iterator
@@ -45,6 +46,7 @@ def _open_llama(path: str, n_ctx: int, n_threads: int, n_batch: int) -> Any:
         return llama_chat_format.ChatFormatterResponse(prompt=view.render_chat(plain))
 
     llm.chat_handler = llama_chat_format.chat_formatter_to_chat_completion_handler(formatter)
+    atexit.register(llm.close)  # freed while the interpreter is whole (its __del__ at shutdown raises)
     return llm
 
 

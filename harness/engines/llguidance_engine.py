@@ -1,7 +1,7 @@
 """llguidance: JSON Schema and Lark grammars through LLMatcher."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import llguidance
 import numpy as np

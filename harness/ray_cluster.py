@@ -143,12 +143,12 @@ def _sweep(directory: str, min_age_s: float = 600.0) -> None:
                 continue
             os.kill(pid, 0)
         except ProcessLookupError:
-            _remove(path)
+            remove_quietly(path)
         except (ValueError, OSError):
             continue
 
 
-def _remove(path: str) -> None:
+def remove_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except OSError:
@@ -162,7 +162,7 @@ def take_fatal(path: str, limit: int = 4096) -> str:
             text = fh.read(limit)
     except OSError:
         return ""
-    _remove(path)
+    remove_quietly(path)
     return text
 
 
@@ -203,7 +203,15 @@ class ActorHome:
     def leave(self) -> None:
         faulthandler.disable()
         self._fatal.close()
-        _remove(self.where["fatal_path"])
+        remove_quietly(self.where["fatal_path"])
+
+
+def kill_actor(ray: Any, actor: Any) -> None:
+    """Kill an actor for good (no restart); one already gone is no error."""
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
 
 
 def read_fatal(ray: Any, reader: Any, where: dict[str, Any] | None, key: str = "fatal_path",

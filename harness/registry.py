@@ -13,6 +13,14 @@ from .errors import ConfigError, EngineUnavailable
 T = TypeVar("T")
 
 
+def takes(factory: Callable[..., Any]) -> set[str]:
+    """The argument names a factory (an engine, sampler or dataset loader) declares: what a
+    component option (--sampler-args, --dataset-args) may name."""
+    import inspect
+
+    return set(inspect.signature(factory).parameters)
+
+
 class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind

@@ -25,10 +25,11 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
+from . import runner
 from .compiling import CompileOutcome
 from .config import RunConfig
 from .errors import ConfigError
-from .ray_cluster import ActorHome, capacity, death_bucket, ensure_ray, read_fatal, take_fatal
+from .ray_cluster import ActorHome, capacity, death_bucket, ensure_ray, kill_actor, read_fatal, remove_quietly, take_fatal
 from .samplers.base import Generation
 from .tasks.task import Task
 
@@ -41,8 +42,6 @@ class RunActor:
     in flight, so only the trail says what was running."""
 
     def __init__(self, cfg: RunConfig, lm: Any = None) -> None:
-        from . import runner
-
         self.home = ActorHome()
         self.where = self.home.where
         self.where["trail_path"] = self.where["fatal_path"][: -len(".fatal")] + ".trail"
@@ -59,8 +58,6 @@ class RunActor:
 
     def run_task(self, task: Task, done: set[tuple], run_id: str) -> Iterator[dict[str, Any]]:
         """The task's remaining cases, a row each as it ends."""
-        from .runner import task_rows
-
         fd = os.open(self.where["trail_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
 
         def trace(kind: str, engine: str, *more: Any) -> None:
@@ -68,20 +65,13 @@ class RunActor:
             os.write(fd, (json.dumps([kind, engine, detail]) + "\n").encode())
 
         try:
-            yield from task_rows(task, self.cfg, self.st, run_id, done, trace=trace)
+            yield from runner.task_rows(task, self.cfg, self.st, run_id, done, trace=trace)
         finally:
             os.close(fd)
 
     def stop(self) -> None:
         self.home.leave()
-        _remove_quietly(self.where["trail_path"])
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
+        remove_quietly(self.where["trail_path"])
 
 
 def _brief(comp: CompileOutcome) -> dict[str, Any]:
@@ -148,10 +138,10 @@ class _Driver:
         try:
             error, where = self.ray.get(actor.ready.remote(), timeout=600)
         except Exception as exc:  # noqa: BLE001 - a Ray error or a time-out: one line
-            self.ray.kill(actor, no_restart=True)
+            kill_actor(self.ray, actor)
             raise ConfigError(f"--executor ray: a run worker did not start: {type(exc).__name__}: {exc}"[:400]) from None
         if error:
-            self.ray.kill(actor, no_restart=True)
+            kill_actor(self.ray, actor)
             raise ConfigError(f"--executor ray: a run worker could not start on Ray node {where.get('node')}: {error}")
         return _Slot(actor, where)
 
@@ -162,7 +152,7 @@ class _Driver:
                     self.ray.get(s.actor.stop.remote(), timeout=5)
             except Exception:  # noqa: BLE001 - gone already
                 pass
-            self.ray.kill(s.actor, no_restart=True)
+            kill_actor(self.ray, s.actor)
         self.slots = []
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -183,7 +173,7 @@ class _Driver:
                 if id(s.gen) in ids:
                     yield from self._receive(s, todo)
                 elif now >= s.deadline:
-                    self._kill(s)
+                    kill_actor(self.ray, s.actor)
                     yield from self._lost(s, "timeout", f"no row within {stall_limit_s(self.cfg):g} s", todo)
 
     def _pending(self, task: Task) -> list[tuple[Any, Any, int]]:
@@ -214,15 +204,9 @@ class _Driver:
             yield from self._lost(s, status, message, todo)
             return
         s.deadline = time.perf_counter() + stall_limit_s(self.cfg)
-        self.done.add(_case(row))
+        self.done.add(runner.case_id(row))
         s.progress += 1
         yield row
-
-    def _kill(self, s: _Slot) -> None:
-        try:
-            self.ray.kill(s.actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
 
     def _lost(self, s: _Slot, status: str, message: str, todo: deque) -> Iterator[dict[str, Any]]:
         """The case that was running gets its row; the actor is replaced; the task's other cases
@@ -232,7 +216,7 @@ class _Driver:
         victim = self._victim(task, last)
         if victim is not None:
             row = self._lost_row(task, *victim, compiled, status, message)
-            self.done.add(_case(row))
+            self.done.add(runner.case_id(row))
             yield row
         idx = next(i for i, x in enumerate(self.slots) if x is s)
         self.replaced.append({"worker": f"run/{idx}", "pid": s.where.get("pid"), "node": s.where.get("node"),
@@ -258,8 +242,6 @@ class _Driver:
 
     def _lost_row(self, task: Task, engine: Any, sampler: Any, seed: int, compiled: dict[str, dict[str, Any]],
                   status: str, message: str) -> dict[str, Any]:
-        from .runner import case_row
-
         fixed = {"run_id": self.run_id, "prefill_s": None, "model_sha256": self.st.model_info.get("model_sha256")}
         if sampler is None:  # a frontend case
             from .frontends.base import FrontendResult
@@ -274,17 +256,13 @@ class _Driver:
             comp = CompileOutcome(brief["status"], brief["seconds"], brief["message"], None, brief["load_s"])
             gen = Generation(finish_reason=status, error=message) if comp.status == "ok" else None
         n_prompt = len(self.st.lm.encode_chat(self.st.protocol.messages(task)))
-        return {**case_row(task, engine, sampler, seed, self.cfg, comp, gen, n_prompt, self.st.lm), **fixed}
+        return {**runner.case_row(task, engine, sampler, seed, self.cfg, comp, gen, n_prompt, self.st.lm), **fixed}
 
 
 def _name(sampler: Any) -> str:
     from .frontends.cases import SAMPLER
 
     return SAMPLER if sampler is None else sampler.name
-
-
-def _case(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["source"], row["task_id"], row["engine"], row["sampler"], row["seed"])
 
 
 def ray_rows(cfg: RunConfig, st: Any, run_id: str, done: set[tuple], lm_given: bool,

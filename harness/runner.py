@@ -25,6 +25,7 @@ from .errors import ConfigError
 from .lm.base import LanguageModel
 from .lm.budget import CaseMemoryExceeded, MemoryBudgetLM
 from .protocols import Protocol, get_protocol
+from .registry import takes
 from .reporting.summary import summarize, write_summary
 from .results.rundir import RunDir, make_fingerprint, model_identity, task_set_hash, vocabulary_hash
 from .samplers import SAMPLERS
@@ -174,9 +175,7 @@ SAMPLER_SETTINGS = ("temperature", "particles", "ess_threshold", "resampling", "
 
 
 def _accepted(name: str) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(SAMPLERS.get(name)).parameters)
+    return takes(SAMPLERS.get(name))
 
 
 def make_sampler(name: str, cfg: RunConfig) -> Any:

@@ -25,7 +25,8 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
-from ..ray_cluster import ActorHome, actor_death_reason, capacity, death_bucket, ensure_ray, import_ray, read_fatal, take_fatal
+from ..ray_cluster import (ActorHome, actor_death_reason, capacity, death_bucket, ensure_ray, import_ray, kill_actor,
+                           read_fatal, take_fatal)
 from .pool import EngineStartError
 from .serving import JobState, ServingPool, WorkerLost
 from .worker import Job, MaskJob, WorkerSpec, worker_main
@@ -185,10 +186,7 @@ class RayPool(ServingPool):
     # -- the serving loop's primitives (serving.ServingPool) ----------------------------------------
 
     def _kill(self, slot: _Slot) -> None:
-        try:
-            self._ray.kill(slot.actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        kill_actor(self._ray, slot.actor)
 
     def _replace(self, slot: _Slot, reason: str, key: Any, phase: str, died: bool = False) -> None:
         self._kill(slot)

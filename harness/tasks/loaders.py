@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import ConfigError
-from ..registry import Registry
+from ..registry import Registry, takes
 from .features import schema_keywords
 from .prompts import json_schema_prompt
 from .task import Example, Task
@@ -214,15 +214,12 @@ def _loader_call(name: str, loader: Any, subset: Any, options: dict[str, Any],
     """Call a dataset's loader with the run options it takes (data_dir, split, hub_cache, offline: a
     loader that has no use for one does not declare it) and every --dataset-args key, each of which it
     must take: a key it does not is a one-line error, not an option silently dropped."""
-    import inspect
-
-    params = inspect.signature(loader).parameters
-    takes = {p for p in params if p != "subset"}
-    unknown = sorted(set(dataset_args) - takes)
+    accepted = takes(loader) - {"subset"}
+    unknown = sorted(set(dataset_args) - accepted)
     if unknown:
         raise ConfigError(f"--dataset-args {', '.join(unknown)}: dataset '{name}' takes no such option "
-                          f"(it takes: {', '.join(sorted(takes)) or 'none'})")
-    passed = {k: v for k, v in options.items() if k in takes and v is not None}
+                          f"(it takes: {', '.join(sorted(accepted)) or 'none'})")
+    passed = {k: v for k, v in options.items() if k in accepted and v is not None}
     return loader(subset=subset, **passed, **dataset_args)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 PACKAGES = [
     "xgrammar", "llguidance", "outlines-core", "outlines", "llama-cpp-python", "torch",
-    "jsonschema", "lark", "numpy", "pandas", "pyarrow", "transformers",
+    "jsonschema", "lark", "numpy", "numba", "pandas", "pyarrow", "transformers",
 ]
 
 

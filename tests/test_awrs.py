@@ -200,29 +200,54 @@ def test_evaluations_near_two_over_z():
     assert np.mean(evals) <= 2.2 / z
 
 
-@pytest.mark.parametrize("max_redraws", [64, 0])
-def test_cheap_visiting_order_is_sampling_without_replacement(max_redraws):
-    """Inverse-CDF draws over the tokens left (with max_redraws=0: no redraw ever needed) give
-    the Plackett-Luce distribution of the first two tokens, with a removed token skipped."""
-    from itertools import islice
+# Every path of the visiting order: (OPEN_AFTER, BULK_AFTER). A block's first fires are inverse-CDF
+# draws, then it opens (its tokens' arrivals sorted), and after BULK_AFTER visits the rest of the
+# order is one vectorised race; each setting sends the first three visits down other paths.
+PATHS = [(2, 128), (1, 128), (3, 128), (1, 1), (2, 2)]
 
-    from harness.samplers.awrs import without_replacement
 
-    p = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+@pytest.fixture
+def order_path(request, monkeypatch):
+    import harness.samplers.visiting as visiting
+
+    open_after, bulk_after = request.param
+    monkeypatch.setattr(visiting, "OPEN_AFTER", open_after)
+    monkeypatch.setattr(visiting, "BULK_AFTER", bulk_after)
+    return request.param
+
+
+def plackett_luce(q, seq):
+    """Probability that sampling without replacement from q starts with seq."""
+    prob, left = 1.0, 1.0
+    for t in seq:
+        prob *= q[t] / left
+        left -= q[t]
+    return prob
+
+
+@pytest.mark.parametrize("order_path", PATHS, indirect=True)
+def test_visiting_order_is_sampling_without_replacement(order_path):
+    """The first three visited tokens, a removed token skipped, against the exact Plackett-Luce
+    probabilities by a chi-square test (fixed seed), on every path of the order."""
+    from itertools import islice, permutations
+
+    from scipy.stats import chisquare
+
+    from harness.samplers.visiting import without_replacement
+
+    p = np.array([0.4, 0.2, 0.15, 0.1, 0.1, 0.05])
     removed = {3}
     rng = np.random.default_rng(7)
-    n = 40000
-    counts: dict[tuple[int, int], int] = {}
+    n = 30000
+    counts: dict[tuple[int, ...], int] = {}
     for _ in range(n):
-        pair = tuple(islice(without_replacement(np.log(p), rng, removed, max_redraws), 2))
-        counts[pair] = counts.get(pair, 0) + 1
-    q = p.copy()
-    q[3] = 0.0
-    q /= q.sum()
-    for (a, b), k in counts.items():
-        assert 3 not in (a, b)
-        exact = q[a] * q[b] / (1 - q[a])
-        assert abs(k / n - exact) < 0.01, ((a, b), k / n, exact)
+        seq = tuple(islice(without_replacement(np.log(p), rng, removed), 3))
+        counts[seq] = counts.get(seq, 0) + 1
+    q = np.where(np.arange(len(p)) == 3, 0.0, p) / (1 - p[3])
+    cats = [seq for seq in permutations([0, 1, 2, 4, 5], 3)]
+    assert set(counts) <= set(cats)
+    result = chisquare([counts.get(c, 0) for c in cats], [n * plackett_luce(q, c) for c in cats])
+    assert result.pvalue > 1e-3, result
 
 
 def test_gumbel_fallback_order_is_sampling_without_replacement():
@@ -230,7 +255,7 @@ def test_gumbel_fallback_order_is_sampling_without_replacement():
     Plackett-Luce pairs, a removed token skipped."""
     from itertools import islice
 
-    from harness.samplers.awrs import gumbel_order
+    from harness.samplers.visiting import gumbel_order
 
     p = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
     rng = np.random.default_rng(11)
@@ -248,7 +273,7 @@ def test_gumbel_fallback_order_is_sampling_without_replacement():
 def test_order_goes_on_past_the_positive_mass_by_logp():
     """Tokens whose probability underflows to 0 but whose logp is finite come after every token of
     positive mass (by the Gumbel fallback); a token of logp -inf never comes."""
-    from harness.samplers.awrs import without_replacement
+    from harness.samplers.visiting import without_replacement
 
     logp = np.array([-800.0, 0.0, -np.inf, -1.0, -801.0])
     for seed in range(20):
@@ -256,7 +281,8 @@ def test_order_goes_on_past_the_positive_mass_by_logp():
         assert sorted(order[:2]) == [1, 3] and sorted(order[2:]) == [0, 4], order
 
 
-def test_visiting_order_passes_a_chi_square_test_against_plackett_luce():
+@pytest.mark.parametrize("order_path", PATHS, indirect=True)
+def test_visiting_order_passes_a_chi_square_test_against_plackett_luce(order_path):
     """The first two visited tokens over a vocabulary of three blocks (hot tokens at block edges,
     a removed token inside a hot block, mass spread thinly over the rest) against the exact
     without-replacement probabilities, by a chi-square test with a fixed seed. Drawing with
@@ -265,7 +291,7 @@ def test_visiting_order_passes_a_chi_square_test_against_plackett_luce():
 
     from scipy.stats import chisquare
 
-    from harness.samplers.awrs import BLOCK, step_tables, without_replacement
+    from harness.samplers.visiting import BLOCK, step_tables, without_replacement
 
     vocab = 2 * BLOCK + 37
     hot = [3, BLOCK - 1, BLOCK, BLOCK + 2, vocab - 1]
@@ -301,7 +327,7 @@ def test_visiting_order_passes_a_chi_square_test_against_plackett_luce():
 def test_step_tables_are_exact_on_a_large_vocabulary():
     """One exp per step, float64 block sums: together they are the total mass to 1e-6 (float32 p)."""
     from harness.lm.base import log_softmax, softmax_pair
-    from harness.samplers.awrs import step_tables
+    from harness.samplers.visiting import step_tables
 
     x = np.random.default_rng(0).normal(size=262144).astype(np.float32) * 4
     logp, p = softmax_pair(x)
@@ -316,7 +342,7 @@ def test_block_draws_follow_p_across_blocks():
     boundary tokens of a block included."""
     from itertools import islice
 
-    from harness.samplers.awrs import BLOCK, without_replacement
+    from harness.samplers.visiting import BLOCK, without_replacement
 
     vocab = 3 * BLOCK + 100
     hot = [0, BLOCK - 1, BLOCK, 2 * BLOCK + 5, vocab - 1]
@@ -351,40 +377,70 @@ def test_tiny_allowed_mass_keeps_a_finite_weight(kind, mass):
         assert abs(res.log_weight - math.log(mass)) < 1.0, (seed, res)
 
 
-@pytest.mark.parametrize("batch", [False, True])
-def test_remaining_draw_is_the_inverse_cdf_over_the_kept_tokens(batch):
-    """Remaining.draw(u) on a grid of u: each kept token's share of the grid is its probability
-    renormalised over the kept tokens (to the grid spacing), and a removed token never comes.
-    The removed tokens sit in blocks whose running sums are already cached (drawn from first):
-    at a block's first and last offset, side by side, a hot token, the partial last block; removed
-    one by one after the caching (batch=False) or all at construction (batch=True)."""
-    from harness.samplers.awrs import BLOCK, Remaining
+def test_block_draw_is_the_inverse_cdf_over_the_kept_tokens():
+    """One draw inside a block (step_kernels.draw_offset) on a grid of u: each kept token's share
+    of the grid is its probability renormalised over the kept tokens, a zeroed token never comes,
+    and the mass left is the kept mass without the token drawn, however small."""
+    from harness.samplers.step_kernels import draw_offset
 
-    vocab = 2 * BLOCK + 37
     rng = np.random.default_rng(5)
-    p = rng.random(vocab) ** 4
-    hot = [0, 7, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK + 36]
-    p[hot] = [2.0, 30.0, 5.0, 8.0, 3.0, 4.0]
-    p[[11, 12, 2 * BLOCK]] = 0.0  # no mass: never drawn
+    local = rng.random(1024) ** 4
+    local[[0, 7, 1023]] = [2.0, 30.0, 4.0]
+    local[[11, 12, 500]] = 0.0
+    q = local / local.sum()
+    n = 50000
+    counts = np.zeros(1024)
+    for k in range(n):
+        work = local.copy()
+        i, left = draw_offset(work, (k + 0.5) / n)
+        counts[i] += 1
+        assert work[i] == 0.0 and abs(left - (local.sum() - local[i])) <= 1e-12 * local.sum()
+    assert not counts[[11, 12, 500]].any()
+    assert np.all(np.abs(counts / n - q) <= 1.0 / n + 1e-12)
+    tiny = np.zeros(1024)
+    tiny[3], tiny[9] = 1.0, 1e-30  # the kept mass left after drawing the big one: re-summed, not 1 - 1
+    i, left = draw_offset(tiny, 0.0)
+    assert i == 3 and left == 1e-30
+
+
+def test_logit_tables_are_exp_of_the_logits_within_an_ulp():
+    """The compiled exp of the shifted float32 logits against float64 exp (1 ulp; numpy's float32
+    exp is 2.3 ulp off), float64
+    block sums exact for the float32 p, logp on demand = log_softmax, and the mass below -87
+    (subnormal in float32) zero, a partial last block included."""
+    from harness.lm.base import log_softmax
+    from harness.samplers.visiting import BLOCK, block_sums, logit_tables
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=262144 + 300) * 6).astype(np.float32)
+    x[[5, 77]] = x.max() - np.float32(90.0)  # below -87 after the shift
+    tables = logit_tables(x)
+    truth = np.exp((x - x.max()).astype(np.float64))  # of the float32 shifted logits, as numpy's would be
+    live = truth > np.exp(-87.0)
+    ulps = np.abs(tables.p[live] - truth[live]) / np.spacing(truth[live].astype(np.float32))
+    assert tables.p.dtype == np.float32 and ulps.max() <= 1.1
+    assert tables.p[5] == 0.0 and tables.p[77] == 0.0
+    assert np.array_equal(tables.sums, block_sums(tables.p)) or np.allclose(tables.sums, block_sums(tables.p), rtol=1e-15)
+    assert len(tables.sums) == -(-len(x) // BLOCK)
+    assert np.allclose(tables.logp(), log_softmax(x.astype(np.float64)), atol=1e-6)
+    assert np.allclose(tables.logp_at([3, 9]), log_softmax(x.astype(np.float64))[[3, 9]], atol=1e-6)
+    half = x * np.float32(0.5)
+    again = logit_tables(half, tables.buffers)  # the buffers are reused
+    assert again.p is tables.p
+    assert np.allclose(again.p, np.exp((half - half.max()).astype(np.float64)), rtol=2.5e-7, atol=1e-38)
+
+
+def test_kept_mass_is_exact_with_many_tokens_removed():
+    """The kept mass with a handful or thousands of tokens removed (the numpy grouping by block)
+    equals the float64 sum of the kept tokens, even when they hold 1e-12 of the total."""
+    from harness.samplers.visiting import step_tables
+
+    rng = np.random.default_rng(3)
+    p = rng.random(20000)
+    keep = rng.choice(20000, size=50, replace=False)
+    p[keep] *= 1e-12
     p /= p.sum()
-    removed = [0, 7, 8, 9, BLOCK - 1, BLOCK + 1, 2 * BLOCK + 5, 2 * BLOCK + 36]
-    with np.errstate(divide="ignore"):
-        tables = step_tables(np.log(p), p)
-    if batch:
-        rest = Remaining(tables, removed)
-    else:
-        rest = Remaining(tables)
-        for u in np.linspace(0, 1, 64, endpoint=False):  # caches every block's running sum
-            rest.draw(float(u))
-        for t in removed:
-            rest.remove(t)
-    q = p.copy()
-    q[removed] = 0.0
-    q /= q.sum()
-    assert abs(rest.mass() - float(p.sum() - p[removed].sum())) < 1e-12
-    n = 100000
-    drawn = np.array([rest.draw((k + 0.5) / n) for k in range(n)])
-    assert np.count_nonzero(drawn < 0) <= 2  # only rounding at the very end may miss
-    counts = np.bincount(drawn[drawn >= 0], minlength=vocab)
-    assert not counts[removed].any() and not counts[[11, 12, 2 * BLOCK]].any()
-    assert np.all(np.abs(counts / n - q) <= 1.0 / n + 1e-12), np.abs(counts / n - q).max()
+    tables = step_tables(np.log(p), p)
+    for removed in (rng.choice(20000, size=10, replace=False).tolist(), list(set(range(20000)) - set(keep.tolist()))):
+        truth = float(np.delete(p, removed).sum(dtype=np.float64))
+        assert abs(tables.kept_mass(removed) - truth) <= 1e-12 * truth

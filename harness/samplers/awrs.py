@@ -1,7 +1,7 @@
 """Adaptive weighted rejection sampling (AWRS), one step: ALGORITHMS.md section 3.
 
-Tokens are visited in decreasing Gumbel-key order (sampling without replacement from the LM)
-and checked one at a time with the engine's single-token check; the first allowed token is
+Tokens are visited in the order of sampling without replacement from the LM (an exponential
+race, visiting.py) and checked one at a time with the engine's single-token check; the first allowed token is
 the sample, an exact draw from the locally constrained distribution. With proper weights on,
 a second pass (fresh noise, pass-1 rejections still removed, x kept) gives the paper's
 estimator  w = Zp * (1 - R) / (n + 1),  unbiased for the allowed mass Z(u):
@@ -12,11 +12,12 @@ every visiting sequence exactly.
 from __future__ import annotations
 
 import math
-from bisect import insort
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
+
+from .visiting import StepTables, step_tables, without_replacement
 
 
 @dataclass(frozen=True)
@@ -48,209 +49,6 @@ PAPER = Estimator("paper")
 IMPROPER = Estimator("improper", second_pass=False, proper=False)
 
 
-def gumbel_order(logp: np.ndarray, rng: np.random.Generator, removed: set[int] | frozenset[int] = frozenset(),
-                 chunk: int = 64) -> Iterator[int]:
-    """Tokens in decreasing order of logp + Gumbel noise (= sampling without replacement);
-    stops at keys of -inf. Sorts lazily in chunks: a 262k vocabulary is never fully sorted."""
-    keys = logp + rng.gumbel(size=logp.shape[0])
-    if removed:
-        keys[list(removed)] = -np.inf
-    remaining = keys.shape[0]
-    while remaining > 0:
-        k = min(chunk, remaining)
-        top = np.argpartition(-keys, k - 1)[:k] if k < keys.shape[0] else np.arange(keys.shape[0])
-        top = top[np.argsort(-keys[top], kind="stable")]
-        for t in top:
-            if not np.isfinite(keys[t]):
-                return
-            yield int(t)
-        keys[top] = -np.inf
-        remaining -= k
-        chunk *= 4
-
-
-BLOCK = 1024
-
-
-class StepTables:
-    """What every pass of a step shares, computed once per step: p, the float64 sum of each block
-    of BLOCK tokens (the last block may be shorter), the blocks holding mass in decreasing order
-    of it, and (lazily, only for blocks drawn from) each block's float64 running sum. Unpacks as
-    (p, sums)."""
-
-    def __init__(self, p: np.ndarray, sums: np.ndarray) -> None:
-        self.p = p
-        self.sums = sums
-        self.sum_list: list[float] = sums.tolist()
-        self.total = float(sums.sum())
-        order = np.argsort(-sums, kind="stable")
-        self.order: list[int] = order[: int(np.count_nonzero(sums > 0.0))].tolist()
-        self._cums: dict[int, np.ndarray] = {}
-        self._kept: dict[tuple[int, tuple[int, ...]], float] = {}
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        return iter((self.p, self.sums))
-
-    def cum(self, b: int) -> np.ndarray:
-        """Block b's running sum in float64 (all its tokens): computed once per step."""
-        c = self._cums.get(b)
-        if c is None:
-            c = self._cums[b] = np.cumsum(self.p[b * BLOCK:(b + 1) * BLOCK], dtype=np.float64)
-        return c
-
-    def kept_sum(self, b: int, gone: list[int]) -> float:
-        """Block b's mass without the tokens at offsets `gone`, summed afresh in float64; cached,
-        since every pass of a step (and KeptMass) removes the same rejections."""
-        key = (b, tuple(gone))
-        s = self._kept.get(key)
-        if s is None:
-            local = self.p[b * BLOCK:(b + 1) * BLOCK].astype(np.float64)
-            local[gone] = 0.0
-            s = self._kept[key] = float(local.sum())
-        return s
-
-
-def step_tables(logp: np.ndarray, p: np.ndarray | None = None) -> StepTables:
-    """p (exp(logp) unless given) and its block sums: the step's only pass over the vocabulary
-    (~0.1 ms on 262k tokens). Sums are float64, so a block sum and that block's own float64
-    running sum agree to rounding and every draw is exact."""
-    p = np.exp(logp) if p is None else p
-    full = len(p) // BLOCK * BLOCK
-    sums = p[:full].reshape(-1, BLOCK).sum(axis=1, dtype=np.float64)
-    if full < len(p):
-        sums = np.append(sums, p[full:].sum(dtype=np.float64))
-    return StepTables(p, sums)
-
-
-class Remaining:
-    """The tokens not removed yet, for exact draws from p renormalised over them.
-
-    Removing a token subtracts its probability from its block's sum while the sum stays above
-    half its last exact value (so the rounding stays within a few ulps); otherwise the block is
-    re-summed over the tokens left in it (BLOCK entries). The mass left is the sum of the block
-    sums, kept the same way. So it stays exact to float64 rounding however small it gets next to
-    what was removed (ALGORITHMS.md 3.3 detail 6), with no redraws. It is all Python floats and
-    short lists (a removed token is a skip in its block's running sum), so a check costs a few
-    microseconds, not numpy calls. draws=False: the mass only (no skips kept)."""
-
-    def __init__(self, tables: StepTables, removed: Iterable[int] = (), draws: bool = True) -> None:
-        self.tables = tables
-        self.p = tables.p
-        self.sums = list(tables.sum_list)
-        self.removed: set[int] = set()
-        self._draws = draws
-        self._gone: dict[int, list[int]] = {}  # block -> offsets of its removed tokens, ascending
-        self._skips: dict[int, list[tuple[float, float]]] = {}  # block -> (start, width) of those in its running sum
-        self._exact_block: dict[int, float] = {}  # block -> its last exactly summed value
-        self._left = self._exact = tables.total
-        self._remove_all(removed)
-
-    def _remove_all(self, removed: Iterable[int]) -> None:
-        """Remove many tokens at once: each block's sum updated once (re-summed if it fell below
-        half), then the mass left summed afresh."""
-        for t in removed:
-            if t not in self.removed:
-                self.removed.add(t)
-                self._gone.setdefault(t // BLOCK, []).append(t % BLOCK)
-        for b, gone in self._gone.items():
-            gone.sort()
-            if self._draws:
-                self._skips[b] = [self._skip(b, i) for i in gone]
-            exact = self.sums[b]
-            after = exact - sum(float(self.p[b * BLOCK + i]) for i in gone)
-            if after < 0.5 * exact:
-                after = exact = self.tables.kept_sum(b, gone)
-            self.sums[b] = after
-            self._exact_block[b] = exact
-        if self._gone:
-            self._left = self._exact = math.fsum(self.sums)
-
-    def _skip(self, b: int, i: int) -> tuple[float, float]:
-        """Token i of block b as an interval of the block's running sum: (start, width)."""
-        cum = self.tables.cum(b)
-        start = float(cum[i - 1]) if i else 0.0
-        return start, float(cum[i]) - start
-
-    def remove(self, t: int) -> None:
-        if t in self.removed:
-            return
-        self.removed.add(t)
-        b, i = divmod(t, BLOCK)
-        insort(self._gone.setdefault(b, []), i)
-        if self._draws:
-            insort(self._skips.setdefault(b, []), self._skip(b, i))
-        before = self.sums[b]
-        after = before - float(self.p[t])
-        if after < 0.5 * self._exact_block.setdefault(b, before):
-            after = self._exact_block[b] = self.tables.kept_sum(b, self._gone[b])
-        self.sums[b] = after
-        self._left += after - before
-        if self._left < 0.5 * self._exact:
-            self._left = self._exact = math.fsum(self.sums)
-
-    def mass(self) -> float:
-        return max(self._left, 0.0)
-
-    def draw(self, u: float) -> int:
-        """The token at fraction u (0 <= u < 1) of the mass left, by inverse CDF over the blocks
-        (in the fixed order of decreasing initial mass, so the first draws stop early) and then
-        inside the chosen block: -1 if rounding put u past the last interval or on a removed
-        token (the caller draws again, which keeps the draw exact)."""
-        r = u * self._left
-        sums = self.sums
-        for b in self.tables.order:
-            s = sums[b]
-            if r < s:
-                return self._draw_in(b, r)
-            r -= s
-        return -1
-
-    def _draw_in(self, b: int, r: float) -> int:
-        """The kept token of block b at mass r into the block's kept mass: r is moved past the
-        interval of each removed token it reaches (ascending), then located in the block's
-        running sum of all its tokens, which is inverse CDF over the kept tokens."""
-        cum = self.tables.cum(b)
-        for start, width in self._skips.get(b, ()):
-            if r < start:
-                break
-            r += width
-        i = int(cum.searchsorted(r, "right"))
-        t = b * BLOCK + i
-        return t if i < len(cum) and t not in self.removed else -1
-
-
-def uniforms(rng: np.random.Generator, n: int = 4) -> Iterator[float]:
-    """Independent uniforms on [0, 1), drawn n at a time (n growing): rng.random() alone costs
-    ~0.7 us a call."""
-    while True:
-        yield from rng.random(n).tolist()
-        n = min(4 * n, 1024)
-
-
-def without_replacement(logp: np.ndarray, rng: np.random.Generator, removed: set[int] | frozenset[int] = frozenset(),
-                        max_redraws: int = 64, tables: StepTables | None = None) -> Iterator[int]:
-    """The same order distribution as `gumbel_order`, without a pass over the vocabulary per
-    token: each token is an inverse-CDF draw from p renormalised over the tokens neither removed
-    nor visited yet (Remaining), which is sampling without replacement by definition. Once no
-    positive mass is left (or rounding spoils more than max_redraws draws in a row), the rest of
-    the order comes from Gumbel keys on logp over the unseen tokens, the same conditional
-    distribution. `tables` = step_tables(logp), when the caller has them already."""
-    rest = Remaining(tables if tables is not None else step_tables(logp), removed)
-    draw, uniform, p = rest.draw, uniforms(rng).__next__, rest.p
-    misses = 0
-    while rest.mass() > 0.0:
-        t = draw(uniform())
-        if t < 0 or p[t] == 0.0:
-            misses += 1
-            if misses > max_redraws:
-                break
-            continue
-        misses = 0
-        rest.remove(t)
-        yield t
-    yield from gumbel_order(logp, rng, rest.removed)
-
-
 @dataclass
 class StepResult:
     token: int          # the sample (a rejected token with log_weight -inf when nothing is allowed)
@@ -264,34 +62,45 @@ class KeptMass:
     A running `total - removed` loses the kept mass to rounding once it falls below the rounding
     of what was removed: in float32 a token holding all but 1e-9 of the mass is exactly 1.0, and
     `1 - R` came out 0, a spurious -inf weight (ALGORITHMS.md 3.3 detail 6). Here the kept mass
-    is the sum of the block sums left (Remaining), each re-summed over its kept tokens: no
-    cancellation, and a few microseconds per rejection instead of a pass over the vocabulary."""
+    is summed afresh from the kept tokens (StepTables.kept_mass: untouched blocks' sums, touched
+    blocks re-summed) when it is read, once or twice a step; a removal only records the token."""
 
     def __init__(self, tables: StepTables) -> None:
+        self.tables = tables
         self.p = tables.p
-        self._rest = Remaining(tables, draws=False)
-        self.total = self.left = self._rest.mass()
+        self.total = tables.total
         self.removed: list[int] = []
+        self._gone: list[int] = []  # what the mass is computed without
+        self._left: tuple[int, float] = (0, self.total)  # (len(_gone) it was computed for, mass)
 
     def remove(self, t: int) -> None:
         self.removed.append(t)
-        self._rest.remove(t)
-        self.left = self._rest.mass()
+        self._gone.append(t)
+
+    @property
+    def left(self) -> float:
+        n, mass = self._left
+        if n != len(self._gone):
+            mass = self.tables.kept_mass(self._gone)
+            self._left = (len(self._gone), mass)
+        return mass
 
     def share(self, t: int) -> float:
         """t's probability renormalised over the kept tokens (t among them)."""
-        return min(1.0, float(self.p[t]) / self.left) if self.left > 0.0 else 1.0
+        left = self.left
+        return min(1.0, float(self.p[t]) / left) if left > 0.0 else 1.0
 
     def log_fraction(self) -> float:
         """log of the kept share of the step's total: log(1 - R) for normalised probabilities."""
-        return math.log(self.left / self.total) if self.left > 0.0 else -math.inf
+        left = self.left
+        return math.log(left / self.total) if left > 0.0 else -math.inf
 
 
 Visit = Callable[[frozenset[int]], Iterator[int]]  # removed tokens -> tokens in without-replacement order
 
 
-def visitor(logp: np.ndarray, rng: np.random.Generator, tables: StepTables) -> Visit:
-    return lambda removed: without_replacement(logp, rng, removed, tables=tables)
+def visitor(tables: StepTables, rng: np.random.Generator) -> Visit:
+    return lambda removed: without_replacement(None, rng, removed, tables=tables)
 
 
 def paper_step(logp: np.ndarray, check: Callable[[int], bool], rng: np.random.Generator,
@@ -299,7 +108,7 @@ def paper_step(logp: np.ndarray, check: Callable[[int], bool], rng: np.random.Ge
     """Two-pass AWRS over normalised log-probabilities `logp` (log_zp = log of the kept LM mass;
     p = exp(logp) when the caller has it)."""
     tables = step_tables(logp, p)
-    return paper_walk(tables, check, visitor(logp, rng, tables), estimator, log_zp)
+    return paper_walk(tables, check, visitor(tables, rng), estimator, log_zp)
 
 
 def paper_walk(tables: StepTables, check: Callable[[int], bool], visit: Visit,
@@ -340,15 +149,15 @@ def recursive_step(logp: np.ndarray, check: Callable[[int], bool], rng: np.rando
     renormalised over what is left; at the first acceptance (renormalised q) one more token in
     the same order is checked: factor 1 if allowed, q if not (or if none is left)."""
     tables = step_tables(logp, p)
-    return recursive_walk(tables, check, visitor(logp, rng, tables), log_zp)
+    return recursive_walk(tables, check, visitor(tables, rng), log_zp)
 
 
 def recursive_walk(tables: StepTables, check: Callable[[int], bool], visit: Visit,
                    log_zp: float = 0.0) -> StepResult:
     """RAWRS over the order `visit` gives (see paper_walk). A rejection's factor 1 - q is the ratio
-    of the kept mass after and before it, so it stays exact when q is within rounding of 1."""
+    of the kept mass after and before it, so the rejections' factors multiply to the kept share at
+    the acceptance, summed afresh from the kept tokens: exact when a q is within rounding of 1."""
     kept = KeptMass(tables)
-    log_w = 0.0
     evals = 0
     order = visit(frozenset())
     for t in order:
@@ -358,10 +167,8 @@ def recursive_walk(tables: StepTables, check: Callable[[int], bool], visit: Visi
             nxt = next(order, None)
             evals += nxt is not None
             allowed_next = nxt is not None and check(nxt)
-            return StepResult(t, log_w + log_accept_factor(q, allowed_next) + log_zp, evals)
-        before = kept.left
+            return StepResult(t, kept.log_fraction() + log_accept_factor(q, allowed_next) + log_zp, evals)
         kept.remove(t)
-        log_w += math.log(kept.left / before) if kept.left > 0.0 and before > 0.0 else -math.inf
     return StepResult(kept.removed[-1] if kept.removed else 0, -math.inf, evals)
 
 

@@ -26,8 +26,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..engines.base import Matcher
-from ..lm.base import LanguageModel, logsumexp, softmax_pair
-from .awrs import IMPROPER, PAPER, paper_step, recursive_step
+from ..lm.base import LanguageModel, logsumexp
+from .awrs import IMPROPER, PAPER, paper_walk, recursive_walk, visitor
+from .visiting import StepTables, logit_tables
 from .base import Generation, Seams, advance_or_fail, run_generation
 
 
@@ -91,16 +92,20 @@ class AWRSSMCSampler:
         self.resampling = resampling
         self.variant = variant
         self.proper_weights = proper_weights
+        self._buffers: object | None = None  # where p lives, reused step after step (StepTables.buffers)
+        from .step_kernels import warm_up
+        warm_up()  # compiled here, not inside the first generation's time
 
     def settings(self) -> dict[str, Any]:
         return {"sampler": self.name, "particles": self.particles, "ess_threshold": self.ess_threshold,
                 "resampling": self.resampling, "variant": self.variant, "proper_weights": self.proper_weights,
                 "temperature": 1.0, "evaluations_count": "every check, repeats of x included"}
 
-    def _step(self, logp: np.ndarray, p: np.ndarray, check, rng: np.random.Generator):
+    def _step(self, tables: StepTables, check, rng: np.random.Generator):
+        visit = visitor(tables, rng)
         if self.variant == "recursive" and self.proper_weights:
-            return recursive_step(logp, check, rng, p=p)
-        return paper_step(logp, check, rng, PAPER if self.proper_weights else IMPROPER, p=p)
+            return recursive_walk(tables, check, visit)
+        return paper_walk(tables, check, visit, PAPER if self.proper_weights else IMPROPER)
 
     def generate(self, lm: LanguageModel, matcher: Matcher, prompt: Sequence[int], max_tokens: int, seed: int,
                  deadline: float | None = None) -> Generation:
@@ -145,13 +150,14 @@ class AWRSSMCSampler:
         the length bound the forced stop with weight p(stop|u) * member(u) (summed in log space
         from the normalised log-probabilities)."""
         tokenizer = s.lm.tokenizer
-        logp, probs = softmax_pair(logits)
+        tables = logit_tables(logits, self._buffers)
+        self._buffers = tables.buffers  # the next step writes its p into the same arrays
         if forced:
             member = part.matcher.check(tokenizer.eos_id)
-            part.log_w += logsumexp(logp[sorted(tokenizer.stops)]) if member else -math.inf
+            part.log_w += logsumexp(tables.logp_at(sorted(tokenizer.stops))) if member else -math.inf
             part.done = part.forced = True
         else:
-            step = self._step(logp, probs, part.matcher.check, s.rng)
+            step = self._step(tables, part.matcher.check, s.rng)
             part.log_w += step.log_weight
             if not math.isfinite(part.log_w) or step.token in tokenizer.stops:
                 part.done = True

@@ -200,19 +200,22 @@ def test_evaluations_near_two_over_z():
     assert np.mean(evals) <= 2.2 / z
 
 
-# Every path of the visiting order: (OPEN_AFTER, BULK_AFTER). A block's first fires are inverse-CDF
-# draws, then it opens (its tokens' arrivals sorted), and after BULK_AFTER visits the rest of the
-# order is one vectorised race; each setting sends the first three visits down other paths.
-PATHS = [(2, 128), (1, 128), (3, 128), (1, 1), (2, 2)]
+# Every path of the visiting order: (OPEN_AFTER, BULK_AFTER, HEAD_SHARE). A block's first fires
+# are inverse-CDF draws, then it opens (its tokens' arrivals sorted); after BULK_AFTER visits the
+# rest of the order is one race in which the tokens holding HEAD_SHARE of the mass left race as a
+# vector and the others as a block race of their own (which switches again after BULK_AFTER).
+# Each setting sends the first three visits down other paths.
+PATHS = [(2, 128, 1e-6), (1, 128, 1e-6), (3, 128, 1e-6), (1, 1, 1e-6), (2, 2, 1e-6), (1, 1, 0.15), (2, 1, 0.3)]
 
 
 @pytest.fixture
 def order_path(request, monkeypatch):
     import harness.samplers.visiting as visiting
 
-    open_after, bulk_after = request.param
+    open_after, bulk_after, head_share = request.param
     monkeypatch.setattr(visiting, "OPEN_AFTER", open_after)
     monkeypatch.setattr(visiting, "BULK_AFTER", bulk_after)
+    monkeypatch.setattr(visiting, "HEAD_SHARE", head_share)
     return request.param
 
 

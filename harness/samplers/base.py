@@ -67,8 +67,7 @@ class Sampler(Protocol):
     ) -> Generation: ...
 
 
-def now() -> float:
-    return time.perf_counter()
+now = time.perf_counter  # the clock of every seam (an alias: no extra call per check)
 
 
 class TimedLM:

@@ -1,11 +1,13 @@
 """The numeric loops of an AWRS step, compiled with numba: exp(x - shift) over a float32
-vocabulary, float64 block sums, and one inverse-CDF draw inside a block.
+vocabulary, float64 block sums, one inverse-CDF draw inside a block, the kept mass of the blocks
+holding removed tokens, and the split of a vocabulary at a probability (visiting.race_order).
 
 numpy's float32 exp takes ~0.45 ms over 262,144 logits on the 2-core test machine, more than
-the rest of an AWRS step together; this loop vectorises (AVX2: 8 lanes) and takes ~0.12 ms.
+the rest of an AWRS step together; this loop vectorises (AVX2: 8 lanes) and takes ~0.2 ms hot,
+~0.35 ms with the cache as a forward pass leaves it (max and block sums included).
 It is also more accurate: about 1 ulp from the true value at most (numpy's: 2.3 ulp), by the usual
 range reduction x = k ln2 + f (ln2 split in two parts), a degree-7 polynomial for e^f written
-as 1 + f + f^2 P(f), and 2^k added to the float's exponent bits. Arguments below -87 (where
+as 1 + f + f^2 P(f), and 2^k multiplied in exactly (exp_shifted). Arguments below -87 (where
 float32 turns subnormal) give 0: such a token has no mass, and the visiting order reaches it
 after all positive mass, by its logp (visiting.without_replacement).
 
@@ -23,11 +25,19 @@ LOWEST = np.float32(-87.0)
 C7, C6, C5, C4, C3, C2 = (np.float32(1.0 / f) for f in (5040, 720, 120, 24, 6, 2))
 
 
+POW2 = tuple(np.float32(2.0 ** -(1 << j)) for j in range(7))  # 2^-1, 2^-2, 2^-4, ..., 2^-64
+P0, P1, P2, P3, P4, P5, P6 = POW2
+ONE = np.float32(1.0)
+
+
 @njit(fastmath={"nnan", "ninf", "nsz", "arcp", "contract"}, boundscheck=False, cache=True)
-def exp_shifted(x, shift, out, out_bits, k_scratch):
-    """out = exp(x - shift), x float32; out_bits is out viewed as int32, k_scratch int32 scratch."""
+def exp_shifted(x, shift, out):
+    """out = exp(x - shift) for float32 x (x - shift <= 0). One pass, no scratch: 2^k is the
+    product of the powers 2^-(2^j) picked by the bits of -k (exact: every partial product stays
+    a normal float32), so the loop vectorises without reinterpreting bits."""
     for i in range(x.shape[0]):
-        y = max(x[i] - shift, LOWEST)
+        y0 = x[i] - shift
+        y = max(y0, LOWEST)
         k = np.floor(y * LOG2E + np.float32(0.5))
         f = (y - k * LN2_HI) - k * LN2_LO
         r = C7 * f + C6
@@ -35,10 +45,17 @@ def exp_shifted(x, shift, out, out_bits, k_scratch):
         r = r * f + C4
         r = r * f + C3
         r = r * f + C2
-        out[i] = (r * f) * f + f + np.float32(1.0)
-        k_scratch[i] = np.int32(k)
-    for i in range(x.shape[0]):  # times 2^k: k added to the exponent bits (the result stays normal)
-        out_bits[i] = out_bits[i] + (k_scratch[i] << 23) if x[i] - shift >= LOWEST else 0
+        r = (r * f) * f + f + ONE
+        n = np.int32(-k)
+        s = ONE
+        s *= P0 if n & 1 else ONE
+        s *= P1 if n & 2 else ONE
+        s *= P2 if n & 4 else ONE
+        s *= P3 if n & 8 else ONE
+        s *= P4 if n & 16 else ONE
+        s *= P5 if n & 32 else ONE
+        s *= P6 if n & 64 else ONE
+        out[i] = r * s if y0 >= LOWEST else np.float32(0.0)
 
 
 BLOCK = 1024  # a compile-time constant, so the summing loop vectorises (visiting.BLOCK is this)
@@ -65,7 +82,6 @@ class ExpBuffers:
 
     def __init__(self, size: int) -> None:
         self.p = np.empty(size, dtype=np.float32)
-        self.k = np.empty(size, dtype=np.int32)
         self.sums = np.empty(-(-size // BLOCK), dtype=np.float64)
 
 
@@ -76,7 +92,7 @@ def exp_and_block_sums(x: np.ndarray, shift: float, buffers: ExpBuffers | None =
     and sums are overwritten)."""
     if buffers is None or buffers.p.shape != x.shape:
         buffers = ExpBuffers(x.shape[0])
-    exp_shifted(x, np.float32(shift), buffers.p, buffers.p.view(np.int32), buffers.k)
+    exp_shifted(x, np.float32(shift), buffers.p)
     sums_of_blocks(buffers.p, buffers.sums)
     return buffers.p, buffers.sums, buffers
 
@@ -113,3 +129,49 @@ def warm_up() -> None:
     x = np.zeros(BLOCK + 1, dtype=np.float32)
     exp_and_block_sums(x, 0.0)
     draw_offset(np.ones(4), 0.5)
+    for p in (x, x.astype(np.float64)):
+        kept_block_sums(p, np.array([1], dtype=np.int64))
+        take_head(p.copy(), p.dtype.type(1.0))
+
+
+@njit(boundscheck=False, cache=True)
+def kept_block_sums(p, removed):
+    """For each block holding a token of `removed` (ascending, no repeats): the block and the
+    float64 sum of its other tokens (summed afresh, so exact however much was removed)."""
+    n = removed.shape[0]
+    blocks = np.empty(n, dtype=np.int64)
+    sums = np.empty(n, dtype=np.float64)
+    found = 0
+    j = 0
+    while j < n:
+        b = removed[j] // BLOCK
+        s = 0.0
+        for i in range(b * BLOCK, min((b + 1) * BLOCK, p.shape[0])):
+            if j < n and removed[j] == i:
+                j += 1
+            else:
+                s += np.float64(p[i])
+        blocks[found] = b
+        sums[found] = s
+        found += 1
+    return blocks[:found], sums[:found]
+
+
+@njit(boundscheck=False, cache=True)
+def take_head(q, tau):
+    """Move every entry of q at or above tau out of q (zeroed there, so q keeps the rest) into
+    (indices, float64 values): two passes, the first counting."""
+    n = 0
+    for i in range(q.shape[0]):
+        n += q[i] >= tau
+    head = np.empty(n, dtype=np.int64)
+    head_p = np.empty(n, dtype=np.float64)
+    n = 0
+    for i in range(q.shape[0]):
+        v = q[i]
+        if v >= tau:
+            head[n] = i
+            head_p[n] = np.float64(v)
+            n += 1
+            q[i] = 0
+    return head, head_p

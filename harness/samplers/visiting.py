@@ -12,8 +12,10 @@ the whole vocabulary:
 - the global order merges the unopened blocks' clocks with the fired and opened blocks' next
   arrivals (a heap);
 - after BULK_AFTER visits in one race (a step whose allowed tokens are rare) every token not yet
-  visited gets a fresh arrival at once, which is its law given the visits so far (memoryless),
-  and the rest of the order is theirs (`race_order`).
+  visited restarts at the last arrival, which is its law given the visits so far (memoryless):
+  the tokens holding HEAD_SHARE of the mass left get their arrivals drawn at once and sorted
+  lazily, the others race as a block race of their own, and the two are merged by time
+  (`race_order`).
 Tokens whose probability underflows to 0 but whose logp is finite come after all positive mass,
 in Gumbel order on logp (`gumbel_order`); a token of logp -inf never comes.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from operator import itemgetter
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -43,7 +46,6 @@ class StepTables:
         self.sum_list: list[float] = sums.tolist()
         self.total = math.fsum(self.sum_list)
         self._logp, self._logits, self._shift = logp, logits, shift
-        self._kept: dict[tuple[int, tuple[int, ...]], float] = {}
         self.buffers: object | None = None  # arrays p and sums live in, for the next step to reuse
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -65,28 +67,20 @@ class StepTables:
             return np.asarray(self._logp, dtype=np.float64)[ids]
         return self._logits[ids].astype(np.float64) - (self._shift + self.log_norm())
 
-    def kept_sum(self, b: int, gone: Iterable[int]) -> float:
-        """Block b's mass without the tokens at offsets `gone`, summed afresh in float64 (no
-        cancellation however much was removed); cached, since every pass of a step removes the
-        same rejections."""
-        key = (b, tuple(sorted(gone)))
-        s = self._kept.get(key)
-        if s is None:
-            local = self.p[b * BLOCK:(b + 1) * BLOCK].astype(np.float64)
-            local[list(key[1])] = 0.0
-            s = self._kept[key] = float(local.sum())
-        return s
-
     def kept_mass(self, removed: Iterable[int]) -> float:
         """The mass of every token not in `removed`, exact to float64 rounding: untouched blocks'
         sums plus the touched blocks re-summed over their kept tokens."""
-        return math.fsum(self.kept_sums(by_block(removed)))
+        return math.fsum(self.kept_sums(removed))
 
-    def kept_sums(self, gone: dict[int, list[int]]) -> list[float]:
-        """Every block's mass without its tokens in `gone` (block -> offsets)."""
+    def kept_sums(self, removed: Iterable[int]) -> list[float]:
+        """Every block's mass without its tokens in `removed` (those blocks summed afresh)."""
+        from .step_kernels import kept_block_sums
         sums = list(self.sum_list)
-        for b, offsets in gone.items():
-            sums[b] = self.kept_sum(b, offsets)
+        removed = np.unique(np.fromiter(removed, dtype=np.int64))
+        if removed.size:
+            blocks, kept = kept_block_sums(self.p, removed)
+            for b, s in zip(blocks.tolist(), kept.tolist()):
+                sums[b] = s
         return sums
 
 
@@ -105,7 +99,12 @@ def by_block(tokens: Iterable[int]) -> dict[int, list[int]]:
 
 
 def block_sums(p: np.ndarray) -> np.ndarray:
-    """float64 sums of p's blocks: one pass over the vocabulary."""
+    """float64 sums of p's blocks: one pass over the vocabulary (compiled for float32 p)."""
+    if p.dtype == np.float32:
+        from .step_kernels import sums_of_blocks
+        out = np.empty(-(-len(p) // BLOCK))
+        sums_of_blocks(p, out)
+        return out
     full = len(p) // BLOCK * BLOCK
     sums = p[:full].reshape(-1, BLOCK).sum(axis=1, dtype=np.float64)
     if full < len(p):
@@ -235,7 +234,7 @@ class Drawn:
 
 
 OPEN_AFTER = 2  # fires of a block drawn by inverse CDF before the block opens
-BULK_AFTER = 128  # visits of one race after which the rest of the order comes in one vectorised race
+BULK_AFTER = 32  # visits of one race after which the rest of the order comes from race_order
 
 
 class BlockRace:
@@ -246,30 +245,36 @@ class BlockRace:
     and moves to the heap, as (time, block, state): a Drawn block's next fire at time + Exp(mass
     left) (memoryless), or after OPEN_AFTER fires an OpenBlock's next arrival.
     After BULK_AFTER visits (a step whose allowed tokens are rare) every token not yet visited
-    gets a fresh arrival at once, now + Exp(p(t)), which is its law given the visits so far
-    (memoryless), and the rest of the order is theirs, sorted lazily (`race_order`)."""
+    restarts at the last arrival, now + Exp(p(t)), which is its law given the visits so far
+    (memoryless), and the rest of the order comes from `race_order`."""
 
-    def __init__(self, tables: StepTables, rng: np.random.Generator, removed: Iterable[int] = ()) -> None:
+    def __init__(self, tables: StepTables, rng: np.random.Generator, removed: Iterable[int] = (),
+                 start: float = 0.0) -> None:
         self.tables, self.rng, self.draws = tables, rng, Draws(rng)
         self.removed = removed
         self.gone = by_block(removed)
-        sums = np.array(tables.kept_sums(self.gone)) if self.gone else tables.sums
+        sums = np.array(tables.kept_sums(removed)) if self.gone else tables.sums
         live = np.flatnonzero(sums > 0.0)
-        clocks = rng.standard_exponential(live.size) / sums[live]
+        clocks = start + rng.standard_exponential(live.size) / sums[live]
         order = np.argsort(clocks)[::-1]
         self.clocks: list[float] = clocks[order].tolist()
         self.blocks: list[int] = live[order].tolist()
 
     def __iter__(self) -> Iterator[int]:
+        return map(itemgetter(1), self.timed())
+
+    def timed(self) -> Iterator[tuple[float, int]]:
+        """(arrival time, token) in order; after BULK_AFTER visits the rest from `race_order`,
+        restarted at the last arrival (memoryless)."""
         visited: list[int] = []
-        for t in self._lazy():
+        for time, t in self._lazy():
             visited.append(t)
-            yield t
+            yield time, t
             if len(visited) >= BULK_AFTER:
-                yield from race_order(self.tables.p, self.rng, [*self.removed, *visited])
+                yield from race_order(self.tables.p, self.rng, [*self.removed, *visited], start=time)
                 return
 
-    def _lazy(self) -> Iterator[int]:
+    def _lazy(self) -> Iterator[tuple[float, int]]:
         clocks, blocks, draws = self.clocks, self.blocks, self.draws
         heap: list[tuple[float, int, Drawn | OpenBlock]] = []
         while heap or blocks:
@@ -284,7 +289,7 @@ class BlockRace:
                         heapq.heapreplace(heap, (state.keys[-1], b, state))
                     else:
                         heapq.heappop(heap)
-                    yield t
+                    yield time, t
                     continue
                 heapq.heappop(heap)
             if state is None:
@@ -296,7 +301,7 @@ class BlockRace:
                 else:
                     opened = self._open(b, state.local, time)
                     heapq.heappush(heap, (opened.keys[-1], b, opened))
-            yield b * BLOCK + i
+            yield time, b * BLOCK + i
 
     def _fired(self, b: int) -> Drawn:
         lo = b * BLOCK
@@ -313,24 +318,63 @@ class BlockRace:
         return OpenBlock(times, live + b * BLOCK)
 
 
-def race_order(p: np.ndarray, rng: np.random.Generator, excluded: Iterable[int], chunk: int = 1024
-               ) -> Iterator[int]:
-    """The positive-mass tokens not excluded, in the order of fresh arrivals Exp(p(t)) (= sampling
-    without replacement from p), sorted lazily in growing chunks."""
-    with np.errstate(divide="ignore"):
-        keys = rng.standard_exponential(p.shape[0]) / p
+HEAD_SHARE = 1e-6  # in race_order, tokens holding at least this share of the mass race as one vector
+
+
+def race_order(p: np.ndarray, rng: np.random.Generator, excluded: Iterable[int], start: float = 0.0
+               ) -> Iterator[tuple[float, int]]:
+    """(arrival time, token) for the positive-mass tokens not excluded, in arrival order, arrivals
+    start + Exp(p(t)) (= sampling without replacement from p). The tokens holding at least
+    HEAD_SHARE of the mass get their arrivals drawn at once and sorted lazily; the others race
+    as a BlockRace of their own (so their arrivals are drawn only if they come); the two streams
+    are merged by time."""
+    q = np.array(p)  # excluded tokens, then the head, zeroed: what is left is the tail
     excluded = list(excluded)
     if excluded:
-        keys[excluded] = np.inf
-    left = int(np.count_nonzero(np.isfinite(keys)))
-    while left > 0:
-        k = min(chunk, left)
-        top = np.argpartition(keys, k - 1)[:k] if k < keys.shape[0] else np.arange(keys.shape[0])
-        top = top[np.argsort(keys[top], kind="stable")]
-        yield from top.tolist()
-        keys[top] = np.inf
-        left -= k
+        q[excluded] = 0
+    total = math.fsum(block_sums(q).tolist())
+    if total <= 0.0:
+        return
+    from .step_kernels import take_head
+    head, head_p = take_head(q, q.dtype.type(HEAD_SHARE * total))
+    head_stream = sorted_arrivals(start + rng.standard_exponential(head.size) / head_p, head)
+    tail = StepTables(q, block_sums(q))
+    if tail.total > 0.0:
+        yield from merge_by_time(head_stream, BlockRace(tail, rng, start=start).timed())
+    else:
+        yield from head_stream
+
+
+def sorted_arrivals(times: np.ndarray, tokens: np.ndarray, chunk: int = 256) -> Iterator[tuple[float, int]]:
+    """(time, token) in time order, sorted lazily in growing chunks."""
+    while times.size:
+        k = min(chunk, times.size)
+        if k < times.size:
+            part = np.argpartition(times, k - 1)
+            first, rest = part[:k], part[k:]
+        else:
+            first, rest = np.arange(times.size), np.arange(0)
+        first = first[np.argsort(times[first], kind="stable")]
+        yield from zip(times[first].tolist(), tokens[first].tolist())
+        times, tokens = times[rest], tokens[rest]
         chunk *= 4
+
+
+def merge_by_time(a: Iterator[tuple[float, int]], b: Iterator[tuple[float, int]]) -> Iterator[tuple[float, int]]:
+    x, y = next(a, None), next(b, None)
+    while x is not None and y is not None:
+        if x[0] <= y[0]:
+            yield x
+            x = next(a, None)
+        else:
+            yield y
+            y = next(b, None)
+    if x is not None:
+        yield x
+        yield from a
+    if y is not None:
+        yield y
+        yield from b
 
 
 def without_replacement(logp: np.ndarray | None, rng: np.random.Generator,

@@ -253,12 +253,11 @@ class BlockRace:
         self.tables, self.rng, self.draws = tables, rng, Draws(rng)
         self.removed = removed
         self.gone = by_block(removed)
+        from .step_kernels import race_clocks
         sums = np.array(tables.kept_sums(removed)) if self.gone else tables.sums
-        live = np.flatnonzero(sums > 0.0)
-        clocks = start + rng.standard_exponential(live.size) / sums[live]
-        order = np.argsort(clocks)[::-1]
-        self.clocks: list[float] = clocks[order].tolist()
-        self.blocks: list[int] = live[order].tolist()
+        clocks, blocks = race_clocks(sums, rng.standard_exponential(len(sums)), start)
+        self.clocks: list[float] = clocks.tolist()
+        self.blocks: list[int] = blocks.tolist()
 
     def __iter__(self) -> Iterator[int]:
         return map(itemgetter(1), self.timed())
@@ -304,12 +303,12 @@ class BlockRace:
             yield time, b * BLOCK + i
 
     def _fired(self, b: int) -> Drawn:
-        lo = b * BLOCK
-        local = self.tables.p[lo:lo + BLOCK].astype(np.float64)
+        from .step_kernels import NO_OFFSETS, block_local
         gone = self.gone.get(b)
-        if gone:
-            local[gone] = 0.0
-        return Drawn(local, float(local.sum()))
+        p = self.tables.p
+        local, mass = block_local(p, b * BLOCK, min((b + 1) * BLOCK, len(p)),
+                                  np.array(gone, dtype=np.int64) if gone else NO_OFFSETS)
+        return Drawn(local, mass)
 
     def _open(self, b: int, local: np.ndarray, time: float) -> OpenBlock:
         """Block b's tokens left get their arrivals, time + Exp(p(t)) (memoryless)."""

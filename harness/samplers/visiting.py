@@ -47,6 +47,7 @@ class StepTables:
         self.total = math.fsum(self.sum_list)
         self._logp, self._logits, self._shift = logp, logits, shift
         self.buffers: object | None = None  # arrays p and sums live in, for the next step to reuse
+        self._kept: tuple[bytes, list[float]] | None = None  # (removed tokens, kept_sums) last asked
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter((self.p, self.sums))
@@ -73,15 +74,21 @@ class StepTables:
         return math.fsum(self.kept_sums(removed))
 
     def kept_sums(self, removed: Iterable[int]) -> list[float]:
-        """Every block's mass without its tokens in `removed` (those blocks summed afresh)."""
+        """Every block's mass without its tokens in `removed` (those blocks summed afresh). The last
+        answer is kept: a paper step asks twice for the same rejections (the weight after pass 1,
+        then pass 2's clocks)."""
         from .step_kernels import kept_block_sums
-        sums = list(self.sum_list)
         removed = np.unique(np.fromiter(removed, dtype=np.int64))
+        key = removed.tobytes()
+        if self._kept is not None and self._kept[0] == key:
+            return list(self._kept[1])
+        sums = list(self.sum_list)
         if removed.size:
             blocks, kept = kept_block_sums(self.p, removed)
             for b, s in zip(blocks.tolist(), kept.tolist()):
                 sums[b] = s
-        return sums
+        self._kept = (key, sums)
+        return list(sums)
 
 
 def by_block(tokens: Iterable[int]) -> dict[int, list[int]]:

@@ -28,11 +28,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.config import RunConfig  # noqa: E402
-from harness.engines.bitmask import new_bitmask, to_bool  # noqa: E402
+from harness.engines.bitmask import from_bool, new_bitmask, to_bool  # noqa: E402
 from harness.lm.default_model import default_model_path  # noqa: E402
 from harness.lm.llamacpp import LlamaCppLM  # noqa: E402
 from harness.runner import run  # noqa: E402
 from harness.samplers import awrs, smc, step_kernels  # noqa: E402
+from harness.samplers.masked_rest import StepOracle  # noqa: E402
 from harness.samplers.visiting import StepTables, logit_tables  # noqa: E402
 
 
@@ -41,12 +42,12 @@ def record(lm: LlamaCppLM, tasks: int, steps: int, max_tokens: int, out: Path) -
     vocab, kept = lm.tokenizer.vocab_size, []
     step = smc.AWRSSMCSampler._step
 
-    def recording(self, tables: StepTables, check, rng):
+    def recording(self, tables: StepTables, matcher, rng):
         if len(kept) < steps:
             mask = new_bitmask(vocab)
-            check.__self__.inner.fill_mask(mask)
+            matcher.inner.fill_mask(mask)  # the untimed engine matcher under the seam
             kept.append((np.array(tables._logits, dtype=np.float32), to_bool(mask, vocab).tobytes()))
-        return step(self, tables, check, rng)
+        return step(self, tables, matcher, rng)
 
     smc.AWRSSMCSampler._step = recording
     try:
@@ -70,9 +71,28 @@ def tables_parts(x: np.ndarray, buffers: step_kernels.ExpBuffers) -> list[float]
     return [t1 - t0, t2 - t1, t3 - t2, time.thread_time() - t3]
 
 
-def replay(steps: list[tuple[np.ndarray, bytes]], repeats: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per step: tables parts (s), tables (s), walk (s), checks; best repeat by total time."""
+class RecordedMask:
+    """The engine as recorded: checks read one entry, the full mask is a copy (engine time out)."""
+
+    def __init__(self, allowed: np.ndarray) -> None:
+        self.allowed, self.packed = allowed, from_bool(allowed)
+        self.checks = self.masks = 0
+
+    def check(self, t: int) -> bool:
+        self.checks += 1
+        return bool(self.allowed[t])
+
+    def fill_mask(self, bitmask: np.ndarray) -> None:
+        self.masks += 1
+        bitmask[:] = self.packed
+
+
+def replay(steps: list[tuple[np.ndarray, bytes]], repeats: int, mask_after: int | None
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per step: tables parts (s), tables (s), walk (s), tokens visited; best repeat by total time.
+    With mask_after, a step finishes from the recorded mask after that many checks (masked_rest)."""
     best = None
+    engines = [RecordedMask(np.frombuffer(allowed, dtype=bool)) for _, allowed in steps]
     buffers = step_kernels.ExpBuffers(len(steps[0][0]))
     for rep in range(repeats):
         parts = np.zeros((len(steps), 4))
@@ -83,17 +103,21 @@ def replay(steps: list[tuple[np.ndarray, bytes]], repeats: int) -> tuple[np.ndar
             t0 = time.thread_time()
             tables = logit_tables(x, buffers)
             t1 = time.thread_time()
-            result = awrs.paper_walk(tables, allowed.__getitem__, awrs.visitor(tables, rng))
+            check = allowed.__getitem__ if mask_after is None else StepOracle(engines[i], tables, rng, mask_after)
+            result = awrs.paper_walk(tables, check, awrs.visitor(tables, rng))
             t2 = time.thread_time()
             tables_s[i], walk_s[i], checks[i] = t1 - t0, t2 - t1, result.evaluations
         if best is None or tables_s.sum() + walk_s.sum() < best[1].sum() + best[2].sum():
             best = (parts, tables_s, walk_s, checks)
+    if mask_after is not None:
+        print(f"mask_after {mask_after}: per step {sum(e.checks for e in engines) / repeats / len(steps):.1f} engine "
+              f"checks and {sum(e.masks for e in engines) / repeats / len(steps):.3f} full masks")
     return best
 
 
 def report(parts: np.ndarray, tables_s: np.ndarray, walk_s: np.ndarray, checks: np.ndarray) -> None:
     ms = 1e3
-    print(f"\n{len(checks)} steps, {checks.mean():.1f} checks per step (median {np.median(checks):.0f}, "
+    print(f"\n{len(checks)} steps, {checks.mean():.1f} tokens visited per step (median {np.median(checks):.0f}, "
           f"max {checks.max()})\n")
     print("| part | ms per step |\n|---|---:|")
     for name, col in zip(["max", "exp (compiled)", "block sums (compiled)", "tables' Python"], parts.T):
@@ -101,7 +125,7 @@ def report(parts: np.ndarray, tables_s: np.ndarray, walk_s: np.ndarray, checks: 
     print(f"| tables (logit_tables) | {ms * tables_s.mean():.3f} |")
     print(f"| walk: both passes | {ms * walk_s.mean():.3f} |")
     print(f"| **sampler (tables + walk)** | **{ms * (tables_s.mean() + walk_s.mean()):.3f}** |")
-    print("\n| checks in the step | steps | walk ms per step | us per check | share of all walk time |")
+    print("\n| tokens visited in the step | steps | walk ms per step | us per token visited | share of all walk time |")
     print("|---|---:|---:|---:|---:|")
     for lo, hi in [(1, 2), (3, 10), (11, 100), (101, 1000), (1001, 10**9)]:
         sel = (checks >= lo) & (checks <= hi)
@@ -117,12 +141,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--mask-after", default="never",
+                    help="comma-separated settings of the sampler's mask_after to replay (never, or N: a step "
+                         "finishes from the mask after N checks)")
     ap.add_argument("--reports", default="/tmp/cdbench-awrs-profile", help="where the recording run's rows go")
     args = ap.parse_args()
     lm = LlamaCppLM(str(default_model_path()))
     steps = record(lm, args.tasks, args.steps, args.max_tokens, Path(args.reports))
     print(f"model {lm.name}, vocabulary {lm.tokenizer.vocab_size}, {len(steps)} recorded steps")
-    report(*replay(steps, args.repeats))
+    for setting in args.mask_after.split(","):
+        print(f"\n### mask_after {setting}")
+        report(*replay(steps, args.repeats, None if setting == "never" else int(setting)))
 
 
 if __name__ == "__main__":

@@ -15,11 +15,17 @@ Per engine and sampler it prints, per step (one step = one LM call = one token o
 
 Run on an otherwise idle machine:
 
-    .venv/bin/python benchmarks/awrs_vs_masking.py [--json-tasks 20] [--cfg-tasks 5] [--seeds 0,1]
+    .venv/bin/python benchmarks/awrs_vs_masking.py [--json-tasks 20] [--cfg-tasks 5] [--seeds 0,1] \
+        [--mask-after never,32]
+
+`--mask-after` runs AWRS once per setting of the sampler's mask_after (a step that has made N
+single-token checks finishes from the engine's full mask: same law, masks/step counts them, and
+each counts |V| evaluations); its rows are labelled `awrs mask_after=N`.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -36,8 +42,15 @@ from harness.runner import run  # noqa: E402
 CFG_TASKS = ["arithmetic", "json_generic", "sql_select", "smiles", "regex_date"]
 
 
+def method_label(row: pd.Series) -> str:
+    """masking, awrs, or awrs mask_after=N (the sampler's setting, from the row)."""
+    after = json.loads(row["sampler_settings"]).get("mask_after", "never")
+    return row["sampler"] if row["sampler"] != "awrs" or after == "never" else f"awrs mask_after={after}"
+
+
 def per_step_table(df: pd.DataFrame, vocab: int) -> pd.DataFrame:
     out = []
+    df = df.assign(sampler=df.apply(method_label, axis=1))
     ran = df[df["compile_status"] == "ok"]
     for (engine, sampler), g in ran.groupby(["engine", "sampler"], sort=False):
         steps = g["forward_passes"].sum()
@@ -46,6 +59,7 @@ def per_step_table(df: pd.DataFrame, vocab: int) -> pd.DataFrame:
             "engine": engine, "sampler": sampler, "cases": len(df[(df.engine == engine) & (df.sampler == sampler)]),
             "ran": len(g), "steps": int(steps),
             "evals/step": g["constraint_evals"].sum() / steps,
+            "masks/step": g["mask_times_us"].map(len).sum() / steps,
             "wall ms": 1e3 * g["gen_s"].sum() / steps, "LM ms": 1e3 * g["lm_s"].sum() / steps,
             "engine ms": 1e3 * g["engine_s"].sum() / steps, "sampler ms": 1e3 * g["sampler_s"].sum() / steps,
             "eos": len(eos), "max_tokens": int((g["finish_reason"] == "max_tokens").sum()),
@@ -65,9 +79,9 @@ def show(title: str, t: pd.DataFrame) -> None:
     if t.empty:
         print("(no case ran)")
         return
-    cols = ["engine", "sampler", "ran", "steps", "evals/step", "x fewer", "wall ms", "LM ms", "engine ms",
+    cols = ["engine", "sampler", "ran", "steps", "evals/step", "masks/step", "x fewer", "wall ms", "LM ms", "engine ms",
             "sampler ms", "eos", "max_tokens", "dead/err/timeout", "valid|eos", "valid"]
-    fmt = {"evals/step": "{:.1f}", "x fewer": "{:.0f}", "wall ms": "{:.2f}", "LM ms": "{:.2f}",
+    fmt = {"evals/step": "{:.1f}", "masks/step": "{:.3f}", "x fewer": "{:.0f}", "wall ms": "{:.2f}", "LM ms": "{:.2f}",
            "engine ms": "{:.3f}", "sampler ms": "{:.3f}", "valid|eos": "{:.3f}", "valid": "{:.3f}"}
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
@@ -77,10 +91,11 @@ def show(title: str, t: pd.DataFrame) -> None:
         print(f"\n{col}/step, AWRS vs masking:")
         for engine, g in t.groupby("engine", sort=False):
             m = g[g.sampler == "masking"][col]
-            a = g[g.sampler == "awrs"][col]
-            if len(m) and len(a):
-                verdict = "at or below" if a.iloc[0] <= m.iloc[0] else "ABOVE"
-                print(f"  {engine:11s} {a.iloc[0]:.3f} vs {m.iloc[0]:.3f}  ({m.iloc[0] / a.iloc[0]:.2f}x, {verdict})")
+            for label, a in g[g.sampler.str.startswith("awrs")].groupby("sampler", sort=False)[col]:
+                if len(m):
+                    verdict = "at or below" if a.iloc[0] <= m.iloc[0] else "ABOVE"
+                    print(f"  {engine:11s} {label:24s} {a.iloc[0]:.3f} vs {m.iloc[0]:.3f}  "
+                          f"({m.iloc[0] / a.iloc[0]:.2f}x, {verdict})")
 
 
 def main() -> None:
@@ -93,8 +108,13 @@ def main() -> None:
     ap.add_argument("--compile-timeout", type=float, default=5.0)
     ap.add_argument("--run-id", default=None, help="prefix of the two run directories under reports/")
     ap.add_argument("--model", default=None)
-    ap.add_argument("--json-run", help="report this finished run directory instead of running the JSON part")
-    ap.add_argument("--cfg-run", help="report this finished run directory instead of running the CFG part")
+    ap.add_argument("--mask-after", default="never",
+                    help="comma-separated AWRS settings of mask_after (never, or N checks before a step finishes "
+                         "from the engine's mask); masking runs once, AWRS once per setting")
+    ap.add_argument("--json-run", nargs="*", default=None,
+                    help="report these finished run directories instead of running the JSON part")
+    ap.add_argument("--cfg-run", nargs="*", default=None,
+                    help="report these finished run directories instead of running the CFG part")
     args = ap.parse_args()
     lm = LlamaCppLM(args.model or str(default_model_path()))
     prefix = args.run_id or time.strftime("awrs-vs-masking-%Y%m%d-%H%M%S")
@@ -110,17 +130,28 @@ def main() -> None:
               file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    json_dir = Path(args.json_run) if args.json_run else \
-        run(RunConfig(dataset="builtin", limit=args.json_tasks, run_id=f"{prefix}-json", **common), lm, progress)
-    cfg_dir = Path(args.cfg_run) if args.cfg_run else \
-        run(RunConfig(dataset="cfg", subset=CFG_TASKS[: args.cfg_tasks], run_id=f"{prefix}-cfg", **common), lm, progress)
+    settings = args.mask_after.split(",")
+
+    def runs(part: str, **task_args) -> list[Path]:
+        dirs = []
+        for i, after in enumerate(settings):
+            samplers = ["masking", "awrs"] if i == 0 else ["awrs"]
+            extra = {} if after == "never" else {"sampler_args": {"mask_after": int(after)}}
+            suffix = "" if after == "never" else f"-m{after}"
+            dirs.append(run(RunConfig(run_id=f"{prefix}-{part}{suffix}", **{**common, "samplers": samplers},
+                                      **task_args, **extra), lm, progress))
+        return dirs
+    json_dirs = [Path(d) for d in args.json_run] if args.json_run else runs("json", dataset="builtin",
+                                                                            limit=args.json_tasks)
+    cfg_dirs = [Path(d) for d in args.cfg_run] if args.cfg_run else runs("cfg", dataset="cfg",
+                                                                         subset=CFG_TASKS[: args.cfg_tasks])
     vocab = lm.tokenizer.vocab_size
-    frames = {"JSON schema (built-in)": pd.read_parquet(json_dir / "results.parquet"),
-              "CFG": pd.read_parquet(cfg_dir / "results.parquet")}
+    frames = {"JSON schema (built-in)": pd.concat(pd.read_parquet(d / "results.parquet") for d in json_dirs),
+              "CFG": pd.concat(pd.read_parquet(d / "results.parquet") for d in cfg_dirs)}
     for title, df in frames.items():
         show(f"{title}: {df.task_id.nunique()} tasks", per_step_table(df, vocab))
     show("all tasks", per_step_table(pd.concat(frames.values()), vocab))
-    print(f"\nrows: {json_dir}, {cfg_dir}; wall {time.perf_counter() - t0:.0f} s")
+    print(f"\nrows: {', '.join(map(str, json_dirs + cfg_dirs))}; wall {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ WRONG_RECURSIVE = {
     "no extra check (factor q always)": ("log_accept_factor", lambda q, nxt: math.log(q), 185, 0.25),
     "extra check ignored (factor 1 always)": ("log_accept_factor", lambda q, nxt: 0.0, 218, 0.454),
     "extra-check factors swapped": ("log_accept_factor", lambda q, nxt: math.log(q) if nxt else 0.0, 250, 0.454),
-    "rejections not renormalised": ("KeptMass.remove", lambda self, t: self.removed.append(t), 153, 0.26),
+    "rejections not renormalised": ("KeptMass.remove_all", lambda self, ts: self.removed.extend(ts), 153, 0.26),
 }
 
 
@@ -205,14 +205,17 @@ def test_evaluations_near_two_over_z():
 # rest of the order is one race in which the tokens holding HEAD_SHARE of the mass left race as a
 # vector and the others as a block race of their own (which switches again after BULK_AFTER).
 # Each setting sends the first three visits down other paths.
-PATHS = [(2, 128, 1e-6), (1, 128, 1e-6), (3, 128, 1e-6), (1, 1, 1e-6), (2, 2, 1e-6), (1, 1, 0.15), (2, 1, 0.3)]
+# (OPEN_AFTER, BULK_AFTER, HEAD_SHARE, SEQUENTIAL): SEQUENTIAL 0 puts the race's paths under test
+PATHS = [(2, 128, 1e-6, 0), (1, 128, 1e-6, 0), (3, 128, 1e-6, 0), (1, 1, 1e-6, 0), (2, 2, 1e-6, 0), (1, 1, 0.15, 0),
+         (2, 1, 0.3, 0), (2, 128, 1e-6, 1), (2, 128, 1e-6, 2), (1, 1, 0.15, 1), (2, 128, 1e-6, 4)]
 
 
 @pytest.fixture
 def order_path(request, monkeypatch):
     import harness.samplers.visiting as visiting
 
-    open_after, bulk_after, head_share = request.param
+    open_after, bulk_after, head_share, sequential = request.param
+    monkeypatch.setattr(visiting, "SEQUENTIAL", sequential)
     monkeypatch.setattr(visiting, "OPEN_AFTER", open_after)
     monkeypatch.setattr(visiting, "BULK_AFTER", bulk_after)
     monkeypatch.setattr(visiting, "HEAD_SHARE", head_share)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -73,9 +73,9 @@ class KeptMass:
         self._gone: list[int] = []  # what the mass is computed without
         self._left: tuple[int, float] = (0, self.total)  # (len(_gone) it was computed for, mass)
 
-    def remove(self, t: int) -> None:
-        self.removed.append(t)
-        self._gone.append(t)
+    def remove_all(self, tokens: list[int]) -> None:
+        self.removed.extend(tokens)
+        self._gone.extend(tokens)
 
     @property
     def left(self) -> float:
@@ -96,7 +96,7 @@ class KeptMass:
         return math.log(left / self.total) if left > 0.0 else -math.inf
 
 
-Visit = Callable[[frozenset[int]], Iterator[int]]  # removed tokens -> tokens in without-replacement order
+Visit = Callable[[Sequence[int]], Iterator[int]]  # removed tokens -> tokens in without-replacement order
 
 
 def visitor(tables: StepTables, rng: np.random.Generator) -> Visit:
@@ -114,27 +114,40 @@ def paper_step(logp: np.ndarray, check: Callable[[int], bool], rng: np.random.Ge
 def paper_walk(tables: StepTables, check: Callable[[int], bool], visit: Visit,
                estimator: Estimator = PAPER, log_zp: float = 0.0) -> StepResult:
     """The paper's two passes over the orders `visit` gives: all of the step but the randomness,
-    so tests can run it on every visiting order and enumerate its expectation exactly."""
+    so tests can run it on every visiting order and enumerate its expectation exactly. `check`
+    may be a StepOracle (masked_rest.py), which finishes a long pass from the engine's mask."""
     kept = KeptMass(tables)
-    evals = 0
-    x = -1
-    for t in visit(frozenset()):
-        evals += 1
-        if check(t):
-            x = t
-            break
-        kept.remove(t)
+    x, rejected, evals = one_pass(visit(()), check, ())
+    kept.remove_all(rejected)
     if x < 0:
         return StepResult(kept.removed[-1] if kept.removed else 0, -math.inf, evals)
     n2 = 0
-    if estimator.second_pass:
-        removed = frozenset(kept.removed) | ({x} if estimator.remove_x_before_pass2 else frozenset())
-        for t in visit(removed):
-            evals += 1
-            if check(t):
-                break
-            n2 += 1
+    if estimator.second_pass and kept.left > 0.0:  # with no mass kept the weight is 0 whatever pass 2 finds
+        removed = kept.removed + [x] if estimator.remove_x_before_pass2 else list(kept.removed)
+        _, rejected2, evals2 = one_pass(visit(removed), check, removed)
+        n2, evals = len(rejected2), evals + evals2
     return StepResult(x, estimator.log_weight(kept.log_fraction(), len(kept.removed), n2) + log_zp, evals)
+
+
+def one_pass(order: Iterator[int], check: Callable[[int], bool], excluded: Iterable[int]
+             ) -> tuple[int, list[int], int]:
+    """Visit `order` up to the first allowed token: (that token or -1, the tokens rejected, tokens
+    visited). A StepOracle that is due finishes the pass from the mask instead (the tokens it
+    rejects there count as visited: the step's law and its counts are the walk's)."""
+    rejected: list[int] = []
+    due = getattr(check, "due", None)
+    while True:
+        if due is not None and due():
+            rest = check.finish_pass(excluded, rejected)
+            if rest is not None:
+                rejected.extend(rest[1])
+                return rest[0], rejected, len(rejected) + (rest[0] >= 0)
+        t = next(order, None)
+        if t is None:
+            return -1, rejected, len(rejected)
+        if check(t):
+            return t, rejected, len(rejected) + 1
+        rejected.append(t)
 
 
 def log_accept_factor(q: float, next_allowed: bool) -> float:
@@ -158,18 +171,28 @@ def recursive_walk(tables: StepTables, check: Callable[[int], bool], visit: Visi
     of the kept mass after and before it, so the rejections' factors multiply to the kept share at
     the acceptance, summed afresh from the kept tokens: exact when a q is within rounding of 1."""
     kept = KeptMass(tables)
-    evals = 0
-    order = visit(frozenset())
-    for t in order:
-        evals += 1
-        if check(t):
-            q = kept.share(t)
-            nxt = next(order, None)
-            evals += nxt is not None
-            allowed_next = nxt is not None and check(nxt)
-            return StepResult(t, kept.log_fraction() + log_accept_factor(q, allowed_next) + log_zp, evals)
-        kept.remove(t)
-    return StepResult(kept.removed[-1] if kept.removed else 0, -math.inf, evals)
+    order = visit(())
+    x, rejected, evals = one_pass(order, check, ())
+    kept.remove_all(rejected)
+    if x < 0 or kept.left == 0.0:  # no mass kept: the weight is 0 whatever the next token is
+        return StepResult(x if x >= 0 else kept.removed[-1] if kept.removed else 0, -math.inf, evals)
+    q = kept.share(x)
+    allowed_next, looked = next_verdict(order, check, kept, x, visit)
+    return StepResult(x, kept.log_fraction() + log_accept_factor(q, allowed_next) + log_zp, evals + looked)
+
+
+def next_verdict(order: Iterator[int], check: Callable[[int], bool], kept: KeptMass, x: int,
+                 visit: Visit) -> tuple[bool, int]:
+    """RAWRS's one extra token after accepting x: (is it allowed, tokens checked: 0 or 1). After a
+    pass finished from the mask, `order` is stale: the oracle answers from the masses, or (x held
+    all the positive mass left) a fresh order over the tokens left gives the next one."""
+    if getattr(check, "finished", False):
+        verdict = check.next_allowed(x, kept.left)
+        if verdict is not None:
+            return verdict, 1
+        order = visit(kept.removed + [x])
+    nxt = next(order, None)
+    return nxt is not None and check(nxt), int(nxt is not None)
 
 
 def exact_weights(p: Sequence, allowed: Sequence[bool], estimator: Estimator = PAPER):

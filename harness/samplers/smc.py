@@ -28,6 +28,7 @@ import numpy as np
 from ..engines.base import Matcher
 from ..lm.base import LanguageModel, logsumexp
 from .awrs import IMPROPER, PAPER, paper_walk, recursive_walk, visitor
+from .masked_rest import StepOracle
 from .visiting import StepTables, logit_tables
 from .base import Generation, Seams, advance_or_fail, run_generation
 
@@ -39,6 +40,15 @@ class Particle:
     log_w: float = 0.0
     done: bool = False
     forced: bool = False  # completed by the forced stop at the length bound
+
+
+def mask_budget(value: int | str | None) -> int | None:
+    """--sampler-args mask_after: a number of checks >= 0, or None / "never" (checks only)."""
+    if value is None or value == "never":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"mask_after must be a number of checks >= 0 or 'never', not {value!r}")
+    return value
 
 
 def log_mean_exp(a: np.ndarray) -> float:
@@ -79,8 +89,10 @@ class AWRSSMCSampler:
     name = "awrs-smc"
 
     def __init__(self, particles: int = 5, ess_threshold: float = 0.5, resampling: str = "multinomial",
-                 variant: str = "paper", proper_weights: bool = True) -> None:
-        """AWRS samples the LM at temperature 1 (the exact target), so it takes no temperature."""
+                 variant: str = "paper", proper_weights: bool = True, mask_after: int | str | None = None) -> None:
+        """AWRS samples the LM at temperature 1 (the exact target), so it takes no temperature.
+        mask_after: a step that has made this many single-token checks finishes from the engine's
+        full mask (masked_rest.py: same law, fewer engine calls); None or "never": checks only."""
         if particles < 1:
             raise ValueError("particles must be >= 1")
         if resampling not in ("multinomial", "stratified"):
@@ -92,17 +104,23 @@ class AWRSSMCSampler:
         self.resampling = resampling
         self.variant = variant
         self.proper_weights = proper_weights
+        self.mask_after = mask_budget(mask_after)
         self._buffers: object | None = None  # where p lives, reused step after step (StepTables.buffers)
         from .step_kernels import warm_up
         warm_up()  # compiled here, not inside the first generation's time
+        if self.mask_after is not None:
+            from .mask_kernels import warm_up as warm_up_masks
+            warm_up_masks()
 
     def settings(self) -> dict[str, Any]:
         return {"sampler": self.name, "particles": self.particles, "ess_threshold": self.ess_threshold,
                 "resampling": self.resampling, "variant": self.variant, "proper_weights": self.proper_weights,
+                "mask_after": self.mask_after if self.mask_after is not None else "never",
                 "temperature": 1.0, "evaluations_count": "every check, repeats of x included"}
 
-    def _step(self, tables: StepTables, check, rng: np.random.Generator):
+    def _step(self, tables: StepTables, matcher: Matcher, rng: np.random.Generator):
         visit = visitor(tables, rng)
+        check = matcher.check if self.mask_after is None else StepOracle(matcher, tables, rng, self.mask_after)
         if self.variant == "recursive" and self.proper_weights:
             return recursive_walk(tables, check, visit)
         return paper_walk(tables, check, visit, PAPER if self.proper_weights else IMPROPER)
@@ -157,7 +175,7 @@ class AWRSSMCSampler:
             part.log_w += logsumexp(tables.logp_at(sorted(tokenizer.stops))) if member else -math.inf
             part.done = part.forced = True
         else:
-            step = self._step(tables, part.matcher.check, s.rng)
+            step = self._step(tables, part.matcher, s.rng)
             part.log_w += step.log_weight
             if not math.isfinite(part.log_w) or step.token in tokenizer.stops:
                 part.done = True
@@ -221,5 +239,7 @@ class AWRSSampler(AWRSSMCSampler):
 
     name = "awrs"
 
-    def __init__(self, variant: str = "paper", proper_weights: bool = True) -> None:
-        super().__init__(particles=1, ess_threshold=0.0, variant=variant, proper_weights=proper_weights)
+    def __init__(self, variant: str = "paper", proper_weights: bool = True,
+                 mask_after: int | str | None = None) -> None:
+        super().__init__(particles=1, ess_threshold=0.0, variant=variant, proper_weights=proper_weights,
+                         mask_after=mask_after)

@@ -59,6 +59,7 @@ def exp_shifted(x, shift, out):
 
 
 NO_OFFSETS = np.zeros(0, dtype=np.int64)
+NO_MASK = np.zeros(1, dtype=np.int32)  # draw_marked's bitmask when any kind of token will do
 BLOCK = 1024  # a compile-time constant, so the summing loop vectorises (visiting.BLOCK is this)
 
 
@@ -135,6 +136,10 @@ def warm_up() -> None:
         take_head(p.copy(), p.dtype.type(1.0))
         block_local(p, 0, 4, NO_OFFSETS)
     race_clocks(np.ones(4), np.ones(4), 0.0)
+    for p in (x, x.astype(np.float64)):
+        draw_marked(p + 1, NO_MASK, np.array([float(BLOCK), 1.0]), np.array([5.0]), -1, np.array([3], dtype=np.int64))
+        block_kept_sum(p, 0, np.array([3], dtype=np.int64))
+        first_tokens(p + 1, np.array([float(BLOCK), 1.0]), np.array([3], dtype=np.int64), np.array([0.5, 0.1]))
 
 
 @njit(boundscheck=False, cache=True)
@@ -212,3 +217,89 @@ def block_local(p, lo, hi, gone):
     for v in local:
         s += v
     return local, s
+
+
+@njit(boundscheck=False, cache=True)
+def is_allowed_bit(bitmask, i):
+    return (np.int64(bitmask[i >> 5]) >> (i & 31)) & 1
+
+
+@njit(boundscheck=False, cache=True)
+def draw_marked(p, bitmask, block_mass, targets, want, excl):
+    """Inverse CDF at each of the ascending `targets` (in [0, sum of block_mass)) over the tokens of
+    positive mass of kind `want` (1 allowed by the packed int32 `bitmask`, 0 not, -1 either: the
+    mask is then not read) that are not in `excl` (ascending), block_mass their per-block sums. One sweep; a target that rounding puts past a block's last token of the kind
+    gets that token."""
+    n = p.shape[0]
+    out = np.empty(targets.shape[0], dtype=np.int64)
+    k = 0
+    e = 0
+    base = 0.0
+    last = -1
+    for b in range(block_mass.shape[0]):
+        top = base + block_mass[b]
+        if k >= targets.shape[0]:
+            break
+        if targets[k] >= top and b < block_mass.shape[0] - 1:
+            base = top
+            continue
+        lo = b * BLOCK
+        while e < excl.shape[0] and excl[e] < lo:
+            e += 1
+        acc = base
+        for i in range(lo, min(n, lo + BLOCK)):
+            if e < excl.shape[0] and excl[e] == i:
+                e += 1
+                continue
+            if p[i] > 0.0 and (want < 0 or is_allowed_bit(bitmask, i) == want):
+                acc += np.float64(p[i])
+                last = i
+                while k < targets.shape[0] and targets[k] < acc:
+                    out[k] = i
+                    k += 1
+        while last >= 0 and k < targets.shape[0] and (targets[k] < top or b == block_mass.shape[0] - 1):
+            out[k] = last
+            k += 1
+        base = top
+    return out[:k]
+
+
+@njit(boundscheck=False, cache=True)
+def block_kept_sum(p, b, gone):
+    """The float64 sum of block b's tokens not in `gone` (ascending)."""
+    lo = b * BLOCK
+    j = np.searchsorted(gone, lo)
+    s = 0.0
+    for i in range(lo, min(p.shape[0], lo + BLOCK)):
+        if j < gone.shape[0] and gone[j] == i:
+            j += 1
+        else:
+            s += np.float64(p[i])
+    return s
+
+
+@njit(boundscheck=False, cache=True)
+def first_tokens(p, sums, gone, u):
+    """The first len(u) tokens of sampling without replacement from p over the tokens not in `gone`
+    (ascending), `sums` their per-block masses (overwritten): token j by inverse CDF at u[j] of the
+    mass left (draw_marked), then its block re-summed without it. Fewer when the mass runs out."""
+    out = np.empty(u.shape[0], dtype=np.int64)
+    taken = gone
+    for j in range(u.shape[0]):
+        total = 0.0
+        for v in sums:
+            total += v
+        if not total > 0.0:
+            return out[:j]
+        t = draw_marked(p, NO_MASK, sums, np.array([u[j] * total]), -1, taken)
+        if t.shape[0] == 0:
+            return out[:j]
+        out[j] = t[0]
+        k = np.searchsorted(taken, t[0])
+        merged = np.empty(taken.shape[0] + 1, dtype=np.int64)
+        merged[:k] = taken[:k]
+        merged[k] = t[0]
+        merged[k + 1:] = taken[k:]
+        taken = merged
+        sums[t[0] // BLOCK] = block_kept_sum(p, t[0] // BLOCK, taken)
+    return out

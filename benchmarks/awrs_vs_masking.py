@@ -9,7 +9,9 @@ Per engine and sampler it prints, per step (one step = one LM call = one token o
                   every single-token check for AWRS (both passes; repeats of x counted)
   x fewer         masking's evaluations per step divided by this sampler's (target >= 1000)
   wall, LM, engine, sampler  ms per step (engine = mask or check + advance; sampler = the
-                  sampler's own time: softmax, draws, bookkeeping), each also as AWRS vs masking
+                  sampler's own time: softmax, draws, bookkeeping), each also as AWRS vs masking;
+                  so is wall - LM (engine + sampler): the two methods sample different tokens,
+                  so their LM time per step differs by a few % from the sequences alone
   compliance      valid outputs among those that ended by the model's stop token (target 100 %),
                   and among all cases (truncation at max_tokens counts as invalid)
 
@@ -87,7 +89,8 @@ def show(title: str, t: pd.DataFrame) -> None:
     print("|" + "---|" * len(cols))
     for _, r in t.iterrows():
         print("| " + " | ".join(fmt.get(c, "{}").format(r[c]) for c in cols) + " |")
-    for col in ("engine ms", "wall ms", "sampler ms"):
+    t = t.assign(**{"wall - LM ms": t["engine ms"] + t["sampler ms"]})
+    for col in ("engine ms", "wall ms", "wall - LM ms", "sampler ms"):
         print(f"\n{col}/step, AWRS vs masking:")
         for engine, g in t.groupby("engine", sort=False):
             m = g[g.sampler == "masking"][col]

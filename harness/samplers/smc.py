@@ -116,7 +116,7 @@ class AWRSSMCSampler:
         return {"sampler": self.name, "particles": self.particles, "ess_threshold": self.ess_threshold,
                 "resampling": self.resampling, "variant": self.variant, "proper_weights": self.proper_weights,
                 "mask_after": self.mask_after if self.mask_after is not None else "never",
-                "temperature": 1.0, "evaluations_count": "every check, repeats of x included"}
+                "temperature": 1.0, "evaluations_count": "every check, repeats of x included; |V| per mask (mask_after)"}
 
     def _step(self, tables: StepTables, matcher: Matcher, rng: np.random.Generator):
         visit = visitor(tables, rng)

@@ -101,6 +101,19 @@ def show(title: str, t: pd.DataFrame) -> None:
                           f"({m.iloc[0] / a.iloc[0]:.2f}x, {verdict})")
 
 
+def run_settings(lm: LlamaCppLM, prefix: str, part: str, settings: list[str], common: dict, progress,
+                 **task_args) -> list[Path]:
+    """One run per mask_after setting: masking and AWRS in the first, AWRS alone in the others."""
+    dirs = []
+    for i, after in enumerate(settings):
+        samplers = ["masking", "awrs"] if i == 0 else ["awrs"]
+        extra = {} if after == "never" else {"sampler_args": {"mask_after": int(after)}}
+        suffix = "" if after == "never" else f"-m{after}"
+        dirs.append(run(RunConfig(run_id=f"{prefix}-{part}{suffix}", **{**common, "samplers": samplers},
+                                  **task_args, **extra), lm, progress))
+    return dirs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json-tasks", type=int, default=20)
@@ -134,20 +147,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     settings = args.mask_after.split(",")
-
-    def runs(part: str, **task_args) -> list[Path]:
-        dirs = []
-        for i, after in enumerate(settings):
-            samplers = ["masking", "awrs"] if i == 0 else ["awrs"]
-            extra = {} if after == "never" else {"sampler_args": {"mask_after": int(after)}}
-            suffix = "" if after == "never" else f"-m{after}"
-            dirs.append(run(RunConfig(run_id=f"{prefix}-{part}{suffix}", **{**common, "samplers": samplers},
-                                      **task_args, **extra), lm, progress))
-        return dirs
-    json_dirs = [Path(d) for d in args.json_run] if args.json_run else runs("json", dataset="builtin",
-                                                                            limit=args.json_tasks)
-    cfg_dirs = [Path(d) for d in args.cfg_run] if args.cfg_run else runs("cfg", dataset="cfg",
-                                                                         subset=CFG_TASKS[: args.cfg_tasks])
+    json_dirs = [Path(d) for d in args.json_run] if args.json_run else \
+        run_settings(lm, prefix, "json", settings, common, progress, dataset="builtin", limit=args.json_tasks)
+    cfg_dirs = [Path(d) for d in args.cfg_run] if args.cfg_run else \
+        run_settings(lm, prefix, "cfg", settings, common, progress, dataset="cfg", subset=CFG_TASKS[: args.cfg_tasks])
     vocab = lm.tokenizer.vocab_size
     frames = {"JSON schema (built-in)": pd.concat(pd.read_parquet(d / "results.parquet") for d in json_dirs),
               "CFG": pd.concat(pd.read_parquet(d / "results.parquet") for d in cfg_dirs)}

@@ -145,7 +145,7 @@ def test_many_blocks_expectations(walk, after):
                            np.append(expected[big], expected[~big].sum())).pvalue > 1e-3
     ws = np.array(ws)
     assert abs(ws.mean() - p_a) < 4 * ws.std() / math.sqrt(n), (ws.mean(), p_a)
-    assert matcher.masks == (n if after == 0 else matcher.masks) and matcher.masks > 0
+    assert matcher.masks == n if after == 0 else 0 < matcher.masks <= n  # at most one mask a step
 
 
 def test_many_blocks_rejection_count():

@@ -22,6 +22,11 @@ def set_allowed(bitmask: np.ndarray, token: int, allowed: bool) -> None:
     bitmask[word] = (bitmask[word] | bit) if allowed else (bitmask[word] & ~bit)
 
 
+def allowed_at(bitmask: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """is_allowed for an int array of tokens at once: a bool array."""
+    return ((bitmask[tokens >> 5].astype(np.int64) >> (tokens & 31)) & 1).astype(bool)
+
+
 def to_bool(bitmask: np.ndarray, vocab_size: int) -> np.ndarray:
     bits = np.unpackbits(bitmask.view(np.uint8), bitorder="little")
     return bits[:vocab_size].astype(bool)

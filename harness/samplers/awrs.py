@@ -138,10 +138,9 @@ def one_pass(order: Iterator[int], check: Callable[[int], bool], excluded: Itera
     due = getattr(check, "due", None)
     while True:
         if due is not None and due():
-            rest = check.finish_pass(excluded, rejected)
-            if rest is not None:
-                rejected.extend(rest[1])
-                return rest[0], rejected, len(rejected) + (rest[0] >= 0)
+            x, hits = check.finish_pass(excluded, rejected)
+            rejected.extend(hits)
+            return x, rejected, len(rejected) + (x >= 0)
         t = next(order, None)
         if t is None:
             return -1, rejected, len(rejected)

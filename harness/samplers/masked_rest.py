@@ -19,8 +19,8 @@ rate p(t), and a token is hit iff its process fires before H), or, when that num
 sizeable share of the vocabulary, by one Bernoulli sweep. The rejected set, their count and mass
 are what the estimators use, so (x, weight) has the same law as the token-by-token walk.
 If the allowed tokens left hold no mass (their p underflowed to 0), the pass rejects every
-disallowed token of positive mass and then follows the walk's Gumbel order on logp. RAWRS's extra token after the acceptance is allowed with probability
-(P_A - p(x)) / (kept mass - p(x)).
+disallowed token of positive mass and then follows the walk's Gumbel order on logp. RAWRS's
+extra token after the acceptance is allowed with probability (P_A - p(x)) / (kept mass - p(x)).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from .visiting import BLOCK, StepTables, ascending_unique
-from ..engines.bitmask import is_allowed, new_bitmask, to_bool
+from ..engines.bitmask import allowed_at, is_allowed, new_bitmask, to_bool
 
 
 NO_TOKENS = np.zeros(0, dtype=np.int64)
@@ -115,7 +115,7 @@ class StepOracle:
         allowed, other = self._allowed.copy(), self._other.copy()
         if ex.size:
             p = self._tables.p[ex].astype(np.float64)
-            on = ((self.mask[ex >> 5].astype(np.int64) >> (ex & 31)) & 1).astype(bool)
+            on = allowed_at(self.mask, ex)
             nb = len(allowed)
             allowed -= np.bincount(ex[on] // BLOCK, weights=p[on], minlength=nb)
             other -= np.bincount(ex[~on] // BLOCK, weights=p[~on], minlength=nb)

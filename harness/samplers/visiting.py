@@ -90,7 +90,8 @@ class StepTables:
         answer is kept: a paper step asks twice for the same rejections (the weight after pass 1,
         then pass 2's clocks)."""
         from .step_kernels import kept_block_sums
-        removed = ascending_unique(np.fromiter(removed, dtype=np.int64))
+        removed = ascending_unique(removed if isinstance(removed, np.ndarray)
+                                   else np.fromiter(removed, dtype=np.int64))
         key = removed.tobytes()
         if self._kept is not None and self._kept[0] == key:
             return list(self._kept[1])
@@ -410,7 +411,7 @@ def first_draws(tables: StepTables, rng: np.random.Generator, removed: Iterable[
     if SEQUENTIAL <= 0:
         return
     gone = ascending_unique(np.fromiter(removed, dtype=np.int64))
-    sums = np.array(tables.kept_sums(gone.tolist()) if gone.size else tables.sums)
+    sums = np.array(tables.kept_sums(gone) if gone.size else tables.sums)
     for t in first_tokens(tables.p, sums, gone, rng.random(SEQUENTIAL)).tolist():
         visited.append(t)
         yield t
@@ -421,7 +422,8 @@ def without_replacement(logp: np.ndarray | None, rng: np.random.Generator,
                         tables: StepTables | None = None) -> Iterator[int]:
     """Every token not removed, in the order of sampling without replacement from p: the first few
     drawn one by one (first_draws), the block race over the rest of the positive mass (memoryless:
-    sampling without replacement goes on from what was drawn), then the zero-mass tokens of finite logp in Gumbel order on logp.
+    sampling without replacement goes on from what was drawn), then the zero-mass tokens of finite
+    logp in Gumbel order on logp.
     `tables` = the step's tables when the caller has them (then logp may be None)."""
     tables = tables if tables is not None else step_tables(logp)
     visited: list[int] = []

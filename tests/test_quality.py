@@ -212,6 +212,47 @@ def test_quality_prompts_survive_the_jsb_protocol():
     assert proto.messages(task) == task.prompt and proto.shots_for(task) == 3
 
 
+def test_a_prompt_file_replaces_the_shipped_prompt(tmp_path):
+    """--dataset-args prompt=FILE: the messages come from the file (written here by hand), the items and
+    schema stay, and the rows' source names the file and its content's hash."""
+    import hashlib
+
+    spec = {"system": "Always respond with JSON.", "shots": [{"user": "Input: 1+1", "assistant": '{"answer": 2}'}],
+            "user_template": "Input: {question} {{done}}"}
+    path = tmp_path / "figure7.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    shipped = load_tasks("quality-gsm8k")
+    tasks = load_tasks("quality-gsm8k", dataset_args={"prompt": str(path)})
+    question = json.loads(open("datasets/quality/gsm8k/sample.jsonl", encoding="utf-8").readline())["question"]
+    assert tasks[0].prompt == [{"role": "system", "content": "Always respond with JSON."},
+                               {"role": "user", "content": "Input: 1+1"}, {"role": "assistant", "content": '{"answer": 2}'},
+                               {"role": "user", "content": f"Input: {question} {{done}}"}]
+    assert [t.reference for t in tasks] == [t.reference for t in shipped] and tasks[0].schema == shipped[0].schema
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    assert tasks[0].source == f"quality-gsm8k:sample:prompt=figure7.json@{digest}"
+
+
+@pytest.mark.parametrize("body, problem", [
+    ("{", "cannot read the prompt"),
+    ("[]", "not a JSON object"),
+    ('{"system": 1, "shots": [], "user_template": "{question}"}', "system is not a string"),
+    ('{"system": "s", "shots": [{"user": "u"}], "user_template": "{question}"}', "shots is not a list"),
+    ('{"system": "s", "shots": [], "user_template": "Q: {q}"}', "user_template is not a string containing"),
+    ('{"system": "s", "shots": [], "user_template": "{question} {x}"}', "stray brace field"),
+])
+def test_a_malformed_prompt_file_is_one_line_naming_it(tmp_path, capsys, body, problem):
+    from harness.cli import main
+
+    path = tmp_path / "p.json"
+    path.write_text(body, encoding="utf-8")
+    assert main(["run", "--dataset", "quality-last-letter", "--dataset-args", f"prompt={path}", "--engines",
+                 "unconstrained", "--reports-dir", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and problem in err[0], err
+    with pytest.raises(ConfigError, match="for the JSB sets"):
+        load_tasks("quality-bfcl", dataset_args={"prompt": str(path)})
+
+
 def test_bad_subset_and_offline_hub_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="--subset must be"):
         load_tasks("quality-gsm8k", subset="Github_easy")

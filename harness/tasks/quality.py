@@ -7,10 +7,13 @@ and BFCL `simple` function calls judged by BFCL's AST rules (quality_bfcl.py).
 
 `--subset sample` (the default) reads the small samples shipped in datasets/quality;
 `--subset full` reads the whole test set from the Hugging Face hub cache (downloading it first
-when the machine is online; `--offline` or HF_HUB_OFFLINE=1: cache only).
+when the machine is online; `--offline` or HF_HUB_OFFLINE=1: cache only). `--dataset-args
+prompt=FILE` replaces a JSB set's shipped prompt.json with another in the same format (for
+instance the wording of the JSB paper's Figure 7; PROVENANCE.md says where the two differ).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,9 +116,40 @@ def _set_dir(name: str) -> Path:
     return QUALITY_DIR / name
 
 
-def jsb_tasks(name: str, items: Iterable[dict[str, Any]], source: str) -> list[Task]:
+def _prompt_problem(spec: Any) -> str | None:
+    if not isinstance(spec, dict):
+        return "not a JSON object with system, shots and user_template"
+    if not isinstance(spec.get("system"), str):
+        return "system is not a string"
+    shots = spec.get("shots")
+    if not isinstance(shots, list) or not all(isinstance(s, dict) and isinstance(s.get("user"), str)
+                                              and isinstance(s.get("assistant"), str) for s in shots):
+        return "shots is not a list of {user, assistant} strings"
+    template = spec.get("user_template")
+    if not isinstance(template, str) or "{question}" not in template:
+        return "user_template is not a string containing {question}"
+    try:
+        template.format(question="")
+    except (KeyError, IndexError, ValueError) as exc:
+        return f"user_template has a stray brace field ({exc!r}); write literal braces as {{{{ }}}}"
+    return None
+
+
+def read_prompt(path: Path) -> dict[str, Any]:
+    """A prompt file in the shipped format: {"system": str, "shots": [{"user", "assistant"}], "user_template":
+    str with {question}}. Anything else is one ConfigError naming the file."""
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the prompt: {exc}") from exc
+    problem = _prompt_problem(spec)
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
+    return spec
+
+
+def jsb_tasks(name: str, items: Iterable[dict[str, Any]], source: str, spec: dict[str, Any]) -> list[Task]:
     field, reference, scorer = JSB_SETS[name]
-    spec = json.loads((_set_dir(name) / "prompt.json").read_text(encoding="utf-8"))
     schema = json.loads((_set_dir(name) / "schema.json").read_text(encoding="utf-8"))
     tasks = []
     for i, item in enumerate(items):
@@ -129,25 +163,27 @@ def jsb_tasks(name: str, items: Iterable[dict[str, Any]], source: str) -> list[T
 
 
 def load_quality(name: str, subset: str | list[str] | None = None, hub_cache: str | None = None,
-                 offline: bool | None = None) -> list[Task]:
+                 offline: bool | None = None, prompt: str | None = None) -> list[Task]:
     which = subset[0] if isinstance(subset, list) and len(subset) == 1 else (subset or "sample")
     if which not in ("sample", "full"):
         raise ConfigError(f"quality-{name}: --subset must be 'sample' (shipped, default) or 'full' (hub), got {subset!r}")
-    if which == "sample":
-        items = _jsonl(_set_dir(name) / "sample.jsonl")
-    else:
-        items = hub_items(name, hub_cache, offline)
+    if name == "bfcl" and prompt:
+        raise ConfigError("quality-bfcl: --dataset-args prompt=... is for the JSB sets (BFCL's prompt is built per function)")
+    spec = None if name == "bfcl" else read_prompt(Path(prompt) if prompt else _set_dir(name) / "prompt.json")
+    items = _jsonl(_set_dir(name) / "sample.jsonl") if which == "sample" else hub_items(name, hub_cache, offline)
     source = f"quality-{name}:{which}"
-    if name == "bfcl":
+    if prompt:  # the rows' source names the replacement prompt and its content
+        source += f":prompt={Path(prompt).name}@{hashlib.sha256(Path(prompt).read_bytes()).hexdigest()[:12]}"
+    if spec is None:
         return [bfcl_task(item, source) for item in items]
-    return jsb_tasks(name, items, source)
+    return jsb_tasks(name, items, source, spec)
 
 
 def loader(name: str) -> Callable[..., list[Task]]:
     """The DATASETS entry for one set."""
     def load(subset: str | list[str] | None = None, hub_cache: str | None = None,
-             offline: bool | None = None) -> list[Task]:
-        return load_quality(name, subset, hub_cache, offline)
+             offline: bool | None = None, prompt: str | None = None) -> list[Task]:
+        return load_quality(name, subset, hub_cache, offline, prompt)
     load.__doc__ = f"quality-{name}: {name} quality tasks (datasets/quality/{name})"
     return load
 

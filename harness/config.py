@@ -150,4 +150,6 @@ def build_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> Ru
         raise ConfigError(f"-j (workers) must be >= 1, got {cfg.workers}")
     if cfg.address and cfg.executor != "ray":
         raise ConfigError("--address needs --executor ray")
+    if cfg.workers > 1 and cfg.executor != "ray":
+        raise ConfigError(f"-j {cfg.workers} needs --executor ray (the local executor runs one case at a time)")
     return cfg

@@ -94,3 +94,12 @@ def test_address_without_ray_executor_is_refused():
 
     with pytest.raises(ConfigError, match="--address needs --executor ray"):
         build_config({}, {"address": "10.0.0.1:6379"})
+
+
+def test_workers_without_ray_executor_are_refused_not_ignored():
+    """`run -j 2` on the local executor used to run one case at a time without a word."""
+    from harness.config import build_config
+
+    with pytest.raises(ConfigError, match="-j 2 needs --executor ray"):
+        build_config({}, {"workers": 2})
+    assert build_config({}, {"workers": 2, "executor": "ray"}).workers == 2

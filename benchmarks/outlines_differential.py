@@ -26,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness.reporting.markdown import row as md_row  # noqa: E402
 from harness.results.rundir import RunDir  # noqa: E402
 
 
@@ -88,7 +89,7 @@ def report(run_dir: Path) -> str:
              timing_line("outlines library", [p["frontend"] for p in pairs.values() if "frontend" in p]), "",
              "Verdicts: " + ", ".join(f"{k} {n}" for k, n in Counter(k for k, _ in verdicts.values()).most_common()),
              "", "| task | verdict | detail |", "|---|---|---|"]
-    lines += [f"| {task!r} | {kind} | {detail.replace('|', '∣')} |" for task, (kind, detail) in verdicts.items()]
+    lines += [md_row([repr(task), kind, detail]) for task, (kind, detail) in verdicts.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -397,6 +397,17 @@ def test_quality_command_writes_tables(tmp_path):
     assert main(["quality", str(tmp_path / "missing")]) == 2
 
 
+def test_quality_tables_escape_the_dataset_source():
+    """A source carries a user's prompt file name (--dataset-args prompt=...): its pipes, tags and line
+    breaks stay inside one cell."""
+    from harness.analysis.quality import Accuracy, markdown
+
+    acc = Accuracy("quality-gsm8k:sample:prompt=a|b<i>\nc.json@0123", "xgrammar", "masking", 4, 1, 0.25, 0.05, 0.7, 4, 0)
+    line = next(x for x in markdown([acc], []).splitlines() if "xgrammar" in x)
+    assert line.startswith("| quality-gsm8k:sample:prompt=a\\|b&lt;i> c.json@0123 | xgrammar | masking | 4 | 1 | 25.0 |")
+    assert line.count(" | ") == 8  # nine cells, as the header has
+
+
 # ---------- the real model, briefly ----------
 
 @pytest.mark.model

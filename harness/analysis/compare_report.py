@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..report.page import Figure, KeyValues, Page, Table, Text, render_page
 from ..report.plots import forest, scatter_ab
+from ..reporting.markdown import row as md_row
 from ..results.metrics import METRICS
 from .compare import Check, Comparison
 
@@ -63,7 +64,7 @@ def markdown(comp: Comparison) -> str:
     if comp.settings:
         lines.append("Settings that differ: " + "; ".join(f"`{s}`" for s in comp.settings[:12]) + "\n")
     lines += ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    lines += ["| " + " | ".join(x.replace("|", "\\|") for x in r) + " |" for r in check_rows(comp)]
+    lines += [md_row(r) for r in check_rows(comp)]
     lines.append(f"\n{MARKS}. Changes: latencies as the ratio NEW/BASE of the pooled percentile (bootstrap over "
                  "cases), proportions as NEW-BASE (paired bootstrap); tests: exact McNemar, Wilcoxon signed-rank on "
                  "per-case log ratios, Mann-Whitney where cases cannot be paired.")

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict
 from pathlib import Path
 
+from ..reporting.markdown import row as md_row
 from .gate import GateResult
 
 VERDICT_TEXT = {0: "GATE PASSED", 1: "GATE FAILED", 3: "GATE NOT COMPARABLE"}
@@ -26,9 +27,8 @@ def markdown(res: GateResult) -> str:
               "|---|---|---|---|---|---|---|---|---|"]
     for c in res.checks:
         change = "n/a" if c.change is None else (f"{_v(c.change)} ({_v(c.low)}–{_v(c.high)})")
-        lines.append(f"| {c.verdict.upper() if c.verdict == 'fail' else c.verdict} | {c.group} | {c.statistic} | "
-                     f"{c.threshold} | {_v(c.baseline)} | {_v(c.current)} | {change} | {_v(c.p_adjusted)} | "
-                     f"{c.message.replace('|', '/')} |")
+        lines.append(md_row([c.verdict.upper() if c.verdict == "fail" else c.verdict, c.group, c.statistic,
+                             c.threshold, _v(c.baseline), _v(c.current), change, _v(c.p_adjusted), c.message]))
     lines += ["", VERDICT_TEXT.get(res.exit_code, "GATE ERROR"), ""]
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..report import plots
 from ..report.page import Figure, Page, Section, Table, Text, render_page
+from ..reporting.markdown import cell
 from ..results.metrics import METRICS, metrics_for, stat_name
 from .leaderboard import (BEGIN, END, FORMAT_VERSION, HEATMAP_TAGS, NA, REFERENCE_LABEL, SOURCE_FIELD, UNIT_TEXT,
                           Board, Entry, _percentiles)
@@ -135,10 +136,7 @@ def breakdown_rows(entries: list[Entry], attr: str) -> list[list[str]]:
 # ---------------------------------------------------------------- markdown
 
 
-def _md(text: Any) -> str:
-    """A markdown table cell: pipes escaped, no line breaks, '&' and '<' as entities (no tag can open)."""
-    s = str(text).replace("&", "&amp;").replace("<", "&lt;")
-    return s.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+_md = cell  # harness.reporting.markdown: the one escaper
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..reporting.markdown import row as md_row
 from .stats import NAN, mcnemar_exact, paired_bootstrap_diff, wilson_interval
 
 
@@ -106,14 +107,14 @@ def markdown(accs: list[Accuracy], diffs: list[Difference]) -> str:
              "| dataset | engine | sampler | n | correct | accuracy % | interval % | valid (schema) | not judged |",
              "|---|---|---|---:|---:|---:|---|---:|---:|"]
     for a in accs:
-        lines.append(f"| {a.dataset} | {a.engine} | {a.sampler} | {a.n} | {a.correct} | {_pct(a.accuracy)} | "
-                     f"{_pct(a.low)}–{_pct(a.high)} | {a.valid}/{a.n} | {a.not_judged} |")
+        lines.append(md_row([a.dataset, a.engine, a.sampler, a.n, a.correct, _pct(a.accuracy),
+                             f"{_pct(a.low)}–{_pct(a.high)}", f"{a.valid}/{a.n}", a.not_judged]))
     lines += ["", "## Constrained minus unconstrained (paired by task and seed; bootstrap 95 % interval; McNemar exact p)", "",
               "| dataset | engine | baseline | sampler | pairs | difference (points) | interval (points) | engine only | baseline only | McNemar p |",
               "|---|---|---|---|---:|---:|---|---:|---:|---:|"]
     for d in diffs:
-        lines.append(f"| {d.dataset} | {d.engine} | {d.baseline} | {d.sampler} | {d.n_pairs} | {_pct(d.diff)} | "
-                     f"{_pct(d.low)} to {_pct(d.high)} | {d.engine_only} | {d.baseline_only} | {d.mcnemar_p:.3g} |")
+        lines.append(md_row([d.dataset, d.engine, d.baseline, d.sampler, d.n_pairs, _pct(d.diff),
+                             f"{_pct(d.low)} to {_pct(d.high)}", d.engine_only, d.baseline_only, f"{d.mcnemar_p:.3g}"]))
     if not diffs:
         lines.append("(no engine shares cases with the baseline in this run)")
     return "\n".join(lines) + "\n"

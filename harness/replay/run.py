@@ -25,6 +25,7 @@ from ..config import REPO_ROOT, default_data_dir
 from ..environment import environment
 from ..errors import ConfigError
 from ..forcing import mask_digest
+from ..reporting.markdown import row as md_row
 from ..reporting.writer import read_rows, write_json
 from ..results.rundir import RunDir, make_fingerprint, task_set_hash, vocabulary_hash
 from ..tasks.task import Task
@@ -376,8 +377,8 @@ def replaced_markdown(replaced: list[dict[str, Any]]) -> str:
         return "\n## Workers replaced\n\nnone\n"
     lines = ["", "## Workers replaced", "", "| engine | worker | pid | job | phase | reason | replacement pid |",
              "|---|---|---:|---|---|---|---:|"]
-    lines += [f"| {r['engine']} | {r['worker']} | {r['pid']} | {r['job']} | {r['phase']} | "
-              f"{str(r['reason']).replace('|', '/')} | {r['replacement_pid']} |" for r in replaced]
+    lines += [md_row([r["engine"], r["worker"], r["pid"], r["job"], r["phase"], r["reason"], r["replacement_pid"]])
+              for r in replaced]
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..reporting.markdown import cell
+
 # One bucket per schema, the first that applies in this order (README, Replay): the worker gave
 # no verdict (crash, oom, timeout), an engine call raised (engine_error), the schema did not
 # compile (unsupported, compile_error), a valid instance refused even in the engine's own policy
@@ -268,14 +270,14 @@ def _groups_md(engines: list[str], groups: dict[str, dict[str, dict[str, int]]])
             vr, ia = (b.get("inst_valid_rejected", 0), b.get("inst_invalid_accepted", 0)) if b else (0, 0)
             extra = f" (vr {vr}, ia {ia})" if vr or ia else ""
             cells.append(f"{b['pass']}/{sum(b[x] for x in BUCKETS)}{extra}" if b else "–")
-        lines.append(f"| {g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {cell(g)} | " + " | ".join(cells) + " |")
     lines += ["", "## Buckets per group", "", "| group | engine | " + " | ".join(BUCKETS) + " | " + _COUNT_HEAD + " |",
               "|---|---|" + "---:|" * (len(BUCKETS) + len(COUNTS))]
     for g in all_groups:
         for e in engines:
             b = groups.get(e, {}).get(g)
             if b:
-                lines.append(f"| {g} | {e} | " + " | ".join(str(b.get(x, 0)) for x in BUCKETS) +
+                lines.append(f"| {cell(g)} | {e} | " + " | ".join(str(b.get(x, 0)) for x in BUCKETS) +
                              f" | {_count_cells(b)} |")
     return lines
 

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..report import plots
 from ..report.page import Figure, Page, Section, Table, Text, render_page
-from ..reporting.markdown import cell
+from ..reporting.markdown import cell, row as md_row
 from ..results.metrics import METRICS, metrics_for, stat_name
 from .leaderboard import (BEGIN, END, FORMAT_VERSION, HEATMAP_TAGS, NA, REFERENCE_LABEL, SOURCE_FIELD, UNIT_TEXT,
                           Board, Entry, _percentiles)
@@ -136,12 +136,8 @@ def breakdown_rows(entries: list[Entry], attr: str) -> list[list[str]]:
 # ---------------------------------------------------------------- markdown
 
 
-_md = cell  # harness.reporting.markdown: the one escaper
-
-
 def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(_md(h) for h in headers) + " |", "|" + "---|" * len(headers)]
-    return out + ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows]
+    return [md_row(headers), "|" + "---|" * len(headers)] + [md_row(r) for r in rows]
 
 
 def _md_history(board: Board) -> list[str]:
@@ -153,14 +149,14 @@ def _md_history(board: Board) -> list[str]:
         stats_ = list(c["values"])
         rows = [[r["started"], r["run_id"], r["commit"][:12], r["engine_version"], str(r["n"])]
                 + [_fmt_num(c["values"][s][i]) for s in stats_] for i, r in enumerate(c["runs"])]
-        out += ["", f"#### Trend: {_md(name)}", ""]
+        out += ["", f"#### Trend: {cell(name)}", ""]
         out += _md_table(["date", "run", "commit", "version", "n"] + stats_, rows)
     return (["", "### History (runs ordered by start time)"] + out) if out else []
 
 
 def _md_fingerprint(board: Board) -> str:
     parts = [f"{k}={str(v)[:16]}" for k, v in board.comparable.items()]
-    return f"Comparable fingerprint `{board.comparable_digest}`: " + _md(", ".join(parts))
+    return f"Comparable fingerprint `{board.comparable_digest}`: " + cell(", ".join(parts))
 
 
 def _md_board_tables(board: Board) -> list[str]:
@@ -187,7 +183,7 @@ def _md_runs(board: Board) -> list[str]:
     out = ["", "### Runs on this board", ""] + _md_table(
         ["run", "started", "status", "commit", "CPU", "rows", "settings that differ from the first run"], rows)
     out += ["", "### Excluded runs", ""]
-    out += [f"- `{_md(x.path)}`: {_md(x.reason)}" for x in board.excluded] or ["- none"]
+    out += [f"- `{cell(x.path)}`: {cell(x.reason)}" for x in board.excluded] or ["- none"]
     return out
 
 
@@ -195,7 +191,7 @@ def board_markdown(board: Board) -> str:
     """One board as markdown."""
     if not board.kind:
         lines = ["## Leaderboard: no board", "", board.ranking_rule, "", "### Excluded runs", ""]
-        lines += [f"- `{_md(x.path)}`: {_md(x.reason)}" for x in board.excluded] or ["- none"]
+        lines += [f"- `{cell(x.path)}`: {cell(x.reason)}" for x in board.excluded] or ["- none"]
         return "\n".join(lines) + "\n"
     what = board.kind if board.method_kind == "engine" else f"{board.kind}, {board.method_kind}s: end-to-end, ranked apart"
     lines = [f"## Board {board.id} ({what})", "", _md_fingerprint(board), "",

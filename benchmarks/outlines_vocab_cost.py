@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -24,19 +23,17 @@ def vocabularies(lm):
     import outlines_core
     from outlines.backends.outlines_core import OutlinesCoreBackend
 
+    from harness.engines.outlines_engine import byte_vocabulary
     from harness.frontends.local import llama_of
 
     tok = lm.tokenizer
-    by_bytes: dict[bytes, list[int]] = defaultdict(list)
-    for i, b in enumerate(tok.token_bytes):
-        if b and i != tok.eos_id and i not in tok.special_ids:
-            by_bytes[b].append(i)
+    by_bytes = byte_vocabulary(tok)
     utf8 = {b: ids for b, ids in by_bytes.items() if _is_utf8(b)}
     lib = outlines.from_llamacpp(llama_of(lm)).tokenizer
     lib_vocab = OutlinesCoreBackend.create_outlines_core_vocabulary(
         lib.vocabulary, lib.eos_token_id, lib.eos_token, lib.convert_token_to_string)
     return {
-        "engine (exact bytes)": (outlines_core.Vocabulary(tok.eos_id, dict(by_bytes)), len(by_bytes),
+        "engine (exact bytes)": (outlines_core.Vocabulary(tok.eos_id, by_bytes), len(by_bytes),
                                  sum(map(len, by_bytes.values()))),
         "engine without non-UTF-8 tokens": (outlines_core.Vocabulary(tok.eos_id, utf8), len(utf8),
                                             sum(map(len, utf8.values()))),

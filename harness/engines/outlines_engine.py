@@ -66,6 +66,15 @@ class OutlinesCompiled:
         return OutlinesMatcher(self.index, self._eos)
 
 
+def byte_vocabulary(tokenizer: TokenizerView) -> dict[bytes, list[int]]:
+    """Every token's exact bytes -> its ids (the end token, special tokens and empty pieces left out)."""
+    by_bytes: dict[bytes, list[int]] = defaultdict(list)
+    for i, b in enumerate(tokenizer.token_bytes):
+        if b and i != tokenizer.eos_id and i not in tokenizer.special_ids:
+            by_bytes[b].append(i)
+    return dict(by_bytes)
+
+
 class OutlinesEngine(ConstraintEngine):
     name = "outlines"
     kinds = frozenset({"json_schema", "cfg"})
@@ -73,11 +82,7 @@ class OutlinesEngine(ConstraintEngine):
 
     def __init__(self, tokenizer: TokenizerView, options: EngineOptions | None = None) -> None:
         super().__init__(tokenizer, options)
-        by_bytes: dict[bytes, list[int]] = defaultdict(list)
-        for i, b in enumerate(tokenizer.token_bytes):
-            if b and i != tokenizer.eos_id and i not in tokenizer.special_ids:
-                by_bytes[b].append(i)
-        self._vocab = outlines_core.Vocabulary(tokenizer.eos_id, dict(by_bytes))
+        self._vocab = outlines_core.Vocabulary(tokenizer.eos_id, byte_vocabulary(tokenizer))
 
     def version(self) -> str:
         return package_version("outlines-core") or "?"

@@ -135,17 +135,19 @@ def _prompt_problem(spec: Any) -> str | None:
     return None
 
 
-def read_prompt(path: Path) -> dict[str, Any]:
-    """A prompt file in the shipped format: {"system": str, "shots": [{"user", "assistant"}], "user_template":
-    str with {question}}. Anything else is one ConfigError naming the file."""
+def read_prompt(path: Path) -> tuple[dict[str, Any], str]:
+    """A prompt file in the shipped format ({"system": str, "shots": [{"user", "assistant"}], "user_template":
+    str with {question}}) and the first 12 hex digits of its content's sha256. Anything else is one
+    ConfigError naming the file."""
     try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        spec = json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the prompt: {exc}") from exc
     problem = _prompt_problem(spec)
     if problem:
         raise ConfigError(f"{path}: {problem}")
-    return spec
+    return spec, hashlib.sha256(data).hexdigest()[:12]
 
 
 def jsb_tasks(name: str, items: Iterable[dict[str, Any]], source: str, spec: dict[str, Any]) -> list[Task]:
@@ -169,11 +171,12 @@ def load_quality(name: str, subset: str | list[str] | None = None, hub_cache: st
         raise ConfigError(f"quality-{name}: --subset must be 'sample' (shipped, default) or 'full' (hub), got {subset!r}")
     if name == "bfcl" and prompt:
         raise ConfigError("quality-bfcl: --dataset-args prompt=... is for the JSB sets (BFCL's prompt is built per function)")
-    spec = None if name == "bfcl" else read_prompt(Path(prompt) if prompt else _set_dir(name) / "prompt.json")
+    prompt_file = Path(prompt) if prompt else _set_dir(name) / "prompt.json"
+    spec, digest = (None, "") if name == "bfcl" else read_prompt(prompt_file)
     items = _jsonl(_set_dir(name) / "sample.jsonl") if which == "sample" else hub_items(name, hub_cache, offline)
     source = f"quality-{name}:{which}"
     if prompt:  # the rows' source names the replacement prompt and its content
-        source += f":prompt={Path(prompt).name}@{hashlib.sha256(Path(prompt).read_bytes()).hexdigest()[:12]}"
+        source += f":prompt={Path(prompt).name}@{digest}"
     if spec is None:
         return [bfcl_task(item, source) for item in items]
     return jsb_tasks(name, items, source, spec)
